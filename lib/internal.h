@@ -1,0 +1,63 @@
+/*
+ * internal.h - helpers shared by liblokr's modules (lokr__ prefix), never
+ * installed: the allocation wrapper, error formatting, checked arithmetic and
+ * the always-on assertion.
+ */
+#ifndef LOKR_INTERNAL_H
+#define LOKR_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lokr.h"
+
+#define LOKR_HIDDEN __attribute__((visibility("hidden")))
+
+/* Always-on invariant check: a failed one is a bug in lokr, never bad input. */
+#define LOKR_ASSERT(cond)                                                                          \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			lokr__assert_fail(#cond, __FILE__, __LINE__);                              \
+	} while (0)
+
+LOKR_HIDDEN _Noreturn void lokr__assert_fail(const char *what, const char *file, int line);
+
+/* Allocation (STYLE.md 6).  lokr__xmalloc and friends abort on OOM and are
+ * for small internal objects; lokr__try_* return NULL and are for sizes a
+ * file or a client controls.  Both go through one function so tests can fail
+ * the Nth allocation (lokr__alloc_fail_after, internal library only). */
+LOKR_HIDDEN void *lokr__try_malloc(size_t n);
+LOKR_HIDDEN void *lokr__try_calloc(size_t count, size_t size);
+LOKR_HIDDEN void *lokr__try_aligned(size_t n); /* 64-byte aligned, free with free() */
+LOKR_HIDDEN void *lokr__xmalloc(size_t n);
+LOKR_HIDDEN void *lokr__xcalloc(size_t count, size_t size);
+LOKR_HIDDEN void *lokr__xrealloc(void *p, size_t n);
+LOKR_HIDDEN char *lokr__xstrdup(const char *s);
+/* Test hook: the next `n` allocations succeed, then every one fails; -1
+ * (default) disables.  Thread-local; only the fault-injection build honours it. */
+LOKR_HIDDEN void lokr__alloc_fail_after(long n);
+
+/* Fill `err` (may be NULL) and return `code`.  printf-style. */
+LOKR_HIDDEN int lokr__fail(lokr_error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Checked arithmetic: return 0 on success, -1 on overflow (result untouched). */
+static inline int lokr__mul_u64(uint64_t a, uint64_t b, uint64_t *r)
+{
+	return __builtin_mul_overflow(a, b, r) ? -1 : 0;
+}
+static inline int lokr__add_u64(uint64_t a, uint64_t b, uint64_t *r)
+{
+	return __builtin_add_overflow(a, b, r) ? -1 : 0;
+}
+static inline int lokr__mul_i64(int64_t a, int64_t b, int64_t *r)
+{
+	return __builtin_mul_overflow(a, b, r) ? -1 : 0;
+}
+
+/* Format a shape as "(a, b, c)" into buf; returns buf. */
+LOKR_HIDDEN const char *lokr__shape_str(char *buf, size_t len, const int64_t *shape, int ndim);
+
+#endif /* LOKR_INTERNAL_H */
