@@ -60,4 +60,20 @@ static inline int lokr__mul_i64(int64_t a, int64_t b, int64_t *r)
 /* Format a shape as "(a, b, c)" into buf; returns buf. */
 LOKR_HIDDEN const char *lokr__shape_str(char *buf, size_t len, const int64_t *shape, int ndim);
 
+/* ---- contracts between modules (each implemented by the module named) ---- */
+
+/* lib/dora.c: g = dora_scale / (|W0 + s dW| + 2^-23) along m->dora_axis,
+ * computed from the factors (no dense dW for LoKr/LoRA), accumulated in
+ * double.  `g` has out (OUT axis) or in (IN axis) floats. */
+LOKR_HIDDEN int lokr__dora_vector(const lokr_layer *layer, const lokr_module *m, float *g,
+                                  lokr_error *err);
+
+/* lib/plan.c: decide how `m` is applied on `layer` (evaluation order,
+ * expansions, caches) and store it in m->plan; called once by
+ * lokr_adapter_load after validation.  lokr__plan_free releases it. */
+LOKR_HIDDEN int lokr__plan_module(const lokr_layer *layer, lokr_module *m, lokr_error *err);
+LOKR_HIDDEN void lokr__plan_free(struct lokr_plan *plan);
+/* Bytes the plan holds (counted in the adapter's resident bytes). */
+LOKR_HIDDEN uint64_t lokr__plan_bytes(const struct lokr_plan *plan);
+
 #endif /* LOKR_INTERNAL_H */

@@ -288,6 +288,8 @@ typedef struct lokr_module {
 	float *dora_scale;       /* out or in floats (per axis) or NULL */
 	float *dora_g;           /* cached g = dora_scale / (|W0 + s dW| + 2^-23), same length */
 
+	struct lokr_plan *plan;  /* planner's choices and caches (lib/plan.c), or NULL */
+
 	size_t nstored;
 	lokr_stored *stored;     /* the file's tensors of this module, for inspect */
 } lokr_module;
