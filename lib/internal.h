@@ -68,6 +68,20 @@ LOKR_HIDDEN const char *lokr__shape_str(char *buf, size_t len, const int64_t *sh
 LOKR_HIDDEN int lokr__dora_vector(const lokr_layer *layer, const lokr_module *m, float *g,
                                   lokr_error *err);
 
+/* lib/delta.c: shared expansions of the factors (no scale s applied).
+ * lokr__lokr_check: LOKR_EINVAL unless a LoKr module's factor shapes agree
+ * with m1, n1, m2, n2, kk, out, in and every dimension fits a BLAS int.
+ * lokr__lokr_factors: dense W1 (m1 x n1) into w1 and W2flat (m2 x n2*kk) into
+ * w2 (either may be NULL); products of low-rank pairs and the Tucker core
+ * done with sgemm; LOKR_ENOMEM only for Tucker's small temporary.
+ * lokr__tucker_core: dst[a, q*kk + k] = sum_b t[a*r + b, k] * wb[b, q] with
+ * t (r*r x kk), wb (r x q), dst (r x q*kk); the common first step of the
+ * LoKr t2, LoHa t1/t2 and LoCon mid rebuilds (lycoris-format.md 3.2, 6). */
+LOKR_HIDDEN int lokr__lokr_check(const lokr_module *m);
+LOKR_HIDDEN int lokr__lokr_factors(const lokr_module *m, float *w1, float *w2);
+LOKR_HIDDEN void lokr__tucker_core(const float *t, int64_t r, const float *wb, int64_t q,
+                                   int64_t kk, float *dst);
+
 /* lib/plan.c: decide how `m` is applied on `layer` (evaluation order,
  * expansions, caches) and store it in m->plan; called once by
  * lokr_adapter_load after validation.  lokr__plan_free releases it. */

@@ -276,11 +276,16 @@ typedef struct lokr_module {
 	lokr_mat w2_a, w2_b;     /* no Tucker: (m2 x r), (r x n2*kk); Tucker: (r x m2), (r x n2) */
 	lokr_mat t2;             /* Tucker core (r*r x kk): t2[a,b,k] at (a*r+b, k) */
 
-	/* LoHa: dW = s * (w1_a w1_b) .* (w2_a w2_b); Tucker as lycoris-format.md 6.1 */
+	/* LoHa: dW = s * R1 .* R2.  Plain: R = w_a w_b, hada_w*_a (out x r),
+	 * hada_w*_b (r x in*kk), t NULL.  Tucker (lycoris-format.md 6.1):
+	 * hada_w*_a (r x out) -- transposed --, hada_w*_b (r x in), hada_t*
+	 * (r*r x kk) with t[a,b,k] at (a*r+b, k), and
+	 * R[p, q*kk+k] = sum_{a,b} t[a,b,k] w_a[a,p] w_b[b,q]. */
 	lokr_mat hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, hada_t1, hada_t2;
 
 	/* LoRA/LoCon: dW = s * up (mid) down. up (out x r); down (r x in*kk), or
-	 * (r x in) with Tucker mid (r*r x kk). */
+	 * (r x in) with Tucker mid (r*r x kk), mid[a,b,k] at (a*r+b, k):
+	 * dW[o, c*kk+k] = s * sum_{a,b} up[o,a] mid[a,b,k] down[b,c]. */
 	lokr_mat up, down, mid;
 
 	/* DoRA */
