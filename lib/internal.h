@@ -90,4 +90,10 @@ LOKR_HIDDEN void lokr__plan_free(struct lokr_plan *plan);
 /* Bytes the plan holds (counted in the adapter's resident bytes). */
 LOKR_HIDDEN uint64_t lokr__plan_bytes(const struct lokr_plan *plan);
 
+/* lib/dtype.c: look up a safetensors dtype string of `len` bytes (every dtype
+ * of lycoris-format.md 1.2); 0 and the canonical name (static), the element
+ * size in bits and the decodable lokr_dtype (OTHER if none), or -1. */
+LOKR_HIDDEN int lokr__st_dtype_lookup(const char *s, size_t len, const char **canon,
+                                      unsigned *bits, lokr_dtype *dt);
+
 #endif /* LOKR_INTERNAL_H */
