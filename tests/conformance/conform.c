@@ -574,8 +574,14 @@ static void check_apply(struct runner *r, struct check_ctx *c, json_t *chk, int 
 			                                           x, rows, y, &err)
 			                       : LOKR_EINVAL;
 		} else {
-			lokr_conv2d_params cp = {
-			    {1, 1}, {L->shape[2] / 2, L->shape[3] / 2}, {1, 1}};
+			/* Default stride 1, padding k//2; a check may ask for others. */
+			json_t *cv = json_object_get(chk, "conv");
+			int64_t st = cv ? json_integer_value(json_object_get(cv, "stride")) : 1;
+			int64_t dl = cv ? json_integer_value(json_object_get(cv, "dilation")) : 1;
+			int64_t ph = cv ? json_integer_value(json_object_get(cv, "padding"))
+			                : L->shape[2] / 2;
+			int64_t pw = cv ? ph : L->shape[3] / 2;
+			lokr_conv2d_params cp = {{st, st}, {ph, pw}, {dl, dl}};
 			int64_t ho = 0, wo = 0;
 			rc = lokr_conv2d_out_size(L, &cp, xt->shape[2], xt->shape[3], &ho, &wo);
 			want =
@@ -627,15 +633,27 @@ static void check_bad(struct runner *r, json_t *b)
 {
 	const char *name = jstr(b, "name");
 	const char *expect = json_string_value(json_object_get(b, "expect"));
-	char file[PATH_MAX_LEN], spec[PATH_MAX_LEN + 8], out[PATH_MAX_LEN];
+	char file[PATH_MAX_LEN], spec[PATH_MAX_LEN + 8], out[PATH_MAX_LEN], basep[PATH_MAX_LEN];
 	path_join(file, r->src, jstr(b, "file"));
+	/* A bad case may bring its own base (e.g. colliding layer names). */
+	const char *own = json_string_value(json_object_get(b, "base"));
+	lokr_base *base = r->base;
+	snprintf(basep, sizeof basep, "%s", r->base_path);
+	if (own) {
+		path_join(basep, r->src, own);
+		const char *paths[1] = {basep};
+		lokr_error berr = {0};
+		if (lokr_base_load(paths, 1, &base, &berr) != 0) {
+			verdict(r, 0, name, berr.msg);
+			return;
+		}
+	}
 	snprintf(spec, sizeof spec, "%s:1", file);
 	path_join(out, r->tmp, "bad-out.safetensors");
 	unlink(out);
 
-	char *margv[] = {r->lokr, "merge", "--base", r->base_path, "--adapter",
-	                 spec,    "-o",    out,      NULL};
-	char *iargv[] = {r->lokr, "inspect", file, "--base", r->base_path, NULL};
+	char *margv[] = {r->lokr, "merge", "--base", basep, "--adapter", spec, "-o", out, NULL};
+	char *iargv[] = {r->lokr, "inspect", file, "--base", basep, NULL};
 	char *const *cmds[2] = {margv, iargv};
 	const char *names[2] = {"merge", "inspect --base"};
 	struct run_result *res = xcalloc(1, sizeof *res);
@@ -679,9 +697,11 @@ static void check_bad(struct runner *r, json_t *b)
 	lokr_adapter *a = NULL;
 	int rc = lokr_st_open(file, &f, &err);
 	if (rc == 0) {
-		rc = lokr_adapter_load(r->base, f, &a, &err);
+		rc = lokr_adapter_load(base, f, &a, &err);
 		lokr_st_close(f);
 	}
+	if (base != r->base)
+		lokr_base_free(base);
 	int ok = rc != 0 && a == NULL && err.msg[0];
 	if (rc == 0) {
 		detail_add(detail, sizeof detail, "accepted");

@@ -397,13 +397,12 @@ def load_adapter(path, layers):
         bymod.setdefault(mod, {})[param] = v
     bylayer = {}
     for mod, p in bymod.items():
-        L = None
-        for l in layers.values():
-            if l.module == mod:
-                L = l
-        if L is None:
+        hits = [l for l in layers.values() if l.module == mod]
+        if not hits:
             raise Reject(mod, "maps to no base layer")
-        bylayer[L.name] = Module(mod, p, L)
+        if len(hits) > 1:
+            raise Reject(mod, "maps to two layers %s" % [l.name for l in hits])
+        bylayer[hits[0].name] = Module(mod, p, hits[0])
     return bylayer
 
 
@@ -416,22 +415,27 @@ def merged_set(L, mods_lams):
     return acc
 
 
-def forward(L, Wflat, x):
-    """y = layer(x) with weight Wflat and the base bias; conv stride 1, padding k//2."""
+def forward(L, Wflat, x, stride=1, padding=None, dilation=1):
+    """y = layer(x) with weight Wflat and the base bias; conv: zero padding
+    (default k//2), stride, dilation, the same in both dims."""
     b = L.b if L.b is not None else np.zeros(L.out)
     if not L.conv:
         return x @ Wflat.T + b
     kh, kw = L.kernel
-    ph, pw = kh // 2, kw // 2
+    ph, pw = (kh // 2, kw // 2) if padding is None else (padding, padding)
     n, c, h, w = x.shape
+    ho = (h + 2 * ph - dilation * (kh - 1) - 1) // stride + 1
+    wo = (w + 2 * pw - dilation * (kw - 1) - 1) // stride + 1
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
     xp[:, :, ph:ph + h, pw:pw + w] = x
-    cols = np.empty((n, c, kh, kw, h, w))
+    cols = np.empty((n, c, kh, kw, ho, wo))
     for p in range(kh):
         for q in range(kw):
-            cols[:, :, p, q] = xp[:, :, p:p + h, q:q + w]
-    cols = cols.reshape(n, c * kh * kw, h * w)
-    y = np.einsum("ok,nkp->nop", Wflat, cols).reshape(n, L.out, h, w)
+            r0, c0 = p * dilation, q * dilation
+            cols[:, :, p, q] = xp[:, :, r0:r0 + stride * (ho - 1) + 1:stride,
+                                  c0:c0 + stride * (wo - 1) + 1:stride]
+    cols = cols.reshape(n, c * kh * kw, ho * wo)
+    y = np.einsum("ok,nkp->nop", Wflat, cols).reshape(n, L.out, ho, wo)
     return y + b[None, :, None, None]
 
 
@@ -687,6 +691,10 @@ CASES = [
 ]
 
 SWEEP = {"lokr_lambda_sweep", "dora_lambda_sweep"}
+# Cases whose conv layers are also applied with stride 2, padding 1, dilation 2 (§9.20).
+STRIDED = {"lokr_tucker", "lokr_dora", "lokr_dora_wd_on_input", "lokr_w2b_4d", "loha_tucker",
+           "locon_tucker", "lokr_decompose_both"}
+CONV_S2P1D2 = {"stride": 2, "padding": 1, "dilation": 2}
 # Cases whose merge is also run with --dtype f16 / bf16.
 OUT_DTYPES = {"lokr_factor8": ["f16", "bf16"], "lokr_dora": ["f16", "bf16"], "loha": ["bf16"]}
 
@@ -856,6 +864,8 @@ def generate(root):
             exp[lname + ".y"] = f32_tensor(forward(L, m.merged(1.0), x))
             if m.dora or name in SWEEP:
                 exp[lname + ".y_m0.5"] = f32_tensor(forward(L, m.merged(0.5), x))
+            if name in STRIDED and L.conv:
+                exp[lname + ".y_s2p1d2"] = f32_tensor(forward(L, m.merged(1.0), x, 2, 1, 2))
         st_write(os.path.join(root, rel_ex % name), exp, {"case": name, "rule": "lokrd"})
         merges = [{"tensor": t, "adapters": [[rel_ad % name, lam]], "tol": 1e-5,
                    "exact": lam == 0.0} for t, lam in lams.items()]
@@ -867,6 +877,10 @@ def generate(root):
         if half:
             applies.append({"tensor": "y_m0.5", "adapters": [[rel_ad % name, 0.5]], "tol": 5e-5,
                             "layers": half})
+        convs = sorted(k for k in amods if layers[k].conv)
+        if name in STRIDED and convs:
+            applies.append({"tensor": "y_s2p1d2", "adapters": [[rel_ad % name, 1.0]], "tol": 5e-5,
+                            "layers": convs, "conv": CONV_S2P1D2})
         manifest["cases"].append({
             "name": name, "description": desc, "save_dtype": dtype,
             "expected": rel_ex % name,
@@ -900,7 +914,48 @@ def generate(root):
                       {"tensor": "y_set", "adapters": fwd[::-1], "tol": 5e-5}],
         })
 
+    # The same tensors as lokr_subset in an odd but valid container (§9.24
+    # acceptance): leading/trailing header whitespace, no padding (misaligned
+    # data), header keys and data in a different order, metadata last.
+    sub_t, sub_meta = st_read(os.path.join(root, rel_ad % "lokr_subset"))
+    st_write_quirky(os.path.join(root, rel_ad % "container_quirks"), sub_t, sub_meta)
+    q = dict(manifest["cases"][[c["name"] for c in manifest["cases"]].index("lokr_subset")])
+    q["name"] = "container_quirks"
+    q["description"] = "§9.24 acceptance: lokr_subset in an unpadded, reordered, whitespace header"
+    q = json.loads(json.dumps(q).replace(rel_ad % "lokr_subset", rel_ad % "container_quirks"))
+    manifest["cases"].append(q)
+
     rng = rng_for("bad")
+    os.makedirs(os.path.join(gen, "bad"), exist_ok=True)
+    for name, why, raw in container_cases(sub_t):
+        path = os.path.join(gen, "bad", name + ".safetensors")
+        with open(path, "wb") as f:
+            f.write(raw)
+        manifest["bad"].append({"name": name, "file": "tests/data/gen/bad/%s.safetensors" % name,
+                                "why": why, "expect": name + ".safetensors"})
+
+    # §9.23 "maps to two layers": a tiny base where blk.a_b and blk_a.b collide.
+    cb_rel = "tests/data/gen/collide_base.safetensors"
+    cb = {"blk.a_b.weight": f32_tensor(rng.standard_normal((8, 4))),
+          "blk_a.b.weight": f32_tensor(rng.standard_normal((8, 4))),
+          "other.weight": f32_tensor(rng.standard_normal((4, 4)))}
+    st_write(os.path.join(root, cb_rel), cb, {"lokrd_gen": "colliding layer names"})
+    clayers, _ = load_base(os.path.join(root, cb_rel))
+    col = {"lycoris_blk_a_b.lokr_w1": f32_tensor(rng.standard_normal((2, 2))),
+           "lycoris_blk_a_b.lokr_w2": f32_tensor(rng.standard_normal((4, 2))),
+           "lycoris_other.lokr_w1": f32_tensor(rng.standard_normal((2, 2))),
+           "lycoris_other.lokr_w2": f32_tensor(rng.standard_normal((2, 2)))}
+    path = os.path.join(gen, "bad", "bad_two_layers.safetensors")
+    st_write(path, col, {"lokrd_gen_case": "bad_two_layers"})
+    try:
+        load_adapter(path, clayers)
+        sys.exit("bad_two_layers: the reference accepts it")
+    except Reject as e:
+        assert e.module == "lycoris_blk_a_b", e
+    manifest["bad"].append({"name": "bad_two_layers", "file": "tests/data/gen/bad/bad_two_layers.safetensors",
+                            "why": "lycoris_blk_a_b maps to both blk.a_b and blk_a.b",
+                            "expect": "lycoris_blk_a_b", "base": cb_rel})
+
     for name, why, mod, tensors in bad_cases(rng, layers):
         path = os.path.join(gen, "bad", name + ".safetensors")
         st_write(path, tensors, {"lokrd_gen_case": name})
@@ -925,6 +980,110 @@ def generate(root):
             total += os.path.getsize(os.path.join(d, fn))
     print("make_cases: %d cases, %d sets, %d bad adapters, %.2f MB in %s"
           % (len(CASES), len(SETS), len(manifest["bad"]), total / 1e6, gen))
+
+
+def st_write_quirky(path, tensors, meta):
+    """A valid safetensors file no reference writer would produce: header
+    with leading and trailing JSON whitespace and no padding (so data is
+    misaligned), keys in reverse name order, data in a third order,
+    __metadata__ last."""
+    names = sorted(tensors)
+    data_order = names[1::2] + names[0::2]
+    off, offs = 0, {}
+    for k in data_order:
+        offs[k] = (off, off + len(tensors[k][2]))
+        off += len(tensors[k][2])
+    parts = []
+    for k in reversed(names):
+        dt, shape, _ = tensors[k]
+        parts.append('%s: {"shape": %s, "data_offsets": [%d, %d], "dtype": "%s"}'
+                     % (json.dumps(k), json.dumps(list(shape)), offs[k][0], offs[k][1], dt))
+    parts.append('"__metadata__": %s' % json.dumps(meta))
+    h = ("\n\t {" + ",\n ".join(parts) + "}\r\n  ").encode("utf-8")
+    if (8 + len(h)) % 2 == 0:
+        h += b" "
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for k in data_order:
+            f.write(tensors[k][2])
+
+
+def container_cases(tensors):
+    """Malformed containers (§9.24), built from a valid adapter's tensors;
+    the message must name the file."""
+    names = sorted(tensors)
+
+    def build(entries, data, hdr_text=None, n=None, tail=b""):
+        h = hdr_text if hdr_text is not None else json.dumps(entries).encode("utf-8")
+        h += b" " * ((8 - len(h) % 8) % 8)
+        return struct.pack("<Q", len(h) if n is None else n) + h + data + tail
+
+    def entries(mutate=None):
+        e, off, data = {}, 0, b""
+        for i, k in enumerate(names):
+            dt, shape, raw = tensors[k]
+            d = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(raw)]}
+            if mutate:
+                mutate(i, k, d)
+            e[k] = d
+            off += len(raw)
+            data += raw
+        return e, data
+
+    good_e, good_d = entries()
+    out = []
+    out.append(("bad_st_short", "file shorter than 8 bytes", b"\x10\x00\x00"))
+    out.append(("bad_st_header_past_eof", "header length past the end of the file",
+                build(good_e, good_d, n=len(json.dumps(good_e)) + len(good_d) + 4096)))
+    out.append(("bad_st_header_too_large", "header length > 1e8",
+                build(good_e, good_d, n=100000008)))
+    out.append(("bad_st_not_json", "header is not JSON", build(None, good_d, hdr_text=b"{not json")))
+    out.append(("bad_st_not_object", "header top level is an array",
+                build(None, good_d, hdr_text=b"[1, 2, 3]")))
+    out.append(("bad_st_non_utf8", "header is not UTF-8",
+                build(None, good_d, hdr_text=b'{"\xff\xfe": 1}')))
+    e, d = entries(lambda i, k, x: x.update(dtype="F33") if i == 0 else None)
+    out.append(("bad_st_unknown_dtype", "unknown dtype F33", build(e, d)))
+
+    def gap(i, k, x):
+        if i > 0:
+            x["data_offsets"] = [x["data_offsets"][0] + 4, x["data_offsets"][1] + 4]
+    e, d = entries(gap)
+    out.append(("bad_st_gap", "a 4-byte hole between tensors", build(e, d + b"\0" * 4)))
+
+    def overlap(i, k, x):
+        if i == 1:
+            x["data_offsets"] = [x["data_offsets"][0] - 4, x["data_offsets"][1] - 4]
+    e, d = entries(overlap)
+    out.append(("bad_st_overlap", "two tensors overlap by 4 bytes", build(e, d)))
+
+    def shape_bad(i, k, x):
+        if i == 0:
+            x["shape"] = x["shape"][:-1] + [x["shape"][-1] + 1] if x["shape"] else [2]
+    e, d = entries(shape_bad)
+    out.append(("bad_st_size_mismatch", "shape x dtype != END-BEGIN", build(e, d)))
+
+    def end_lt_begin(i, k, x):
+        if i == len(names) - 1:
+            x["data_offsets"] = [x["data_offsets"][1], x["data_offsets"][0]]
+    e, d = entries(end_lt_begin)
+    out.append(("bad_st_end_before_begin", "END < BEGIN", build(e, d)))
+    out.append(("bad_st_trailing", "trailing bytes after the data", build(good_e, good_d, tail=b"XY")))
+    txt = json.dumps(good_e)
+    first = names[0]
+    dup = txt[:-1] + ", " + json.dumps(first) + ": " + json.dumps(good_e[first]) + "}"
+    out.append(("bad_st_duplicate", "duplicate tensor key", build(None, good_d, hdr_text=dup.encode())))
+    e2 = dict(good_e)
+    e2["__metadata__"] = {"a": 1}
+    out.append(("bad_st_metadata_nonstring", "non-string metadata value", build(e2, good_d)))
+
+    def overflow(i, k, x):
+        if i == 0:
+            x["shape"] = [2 ** 62, 2 ** 62]
+    e, d = entries(overflow)
+    out.append(("bad_st_shape_overflow", "shape product overflows", build(e, d)))
+    return out
 
 
 def load_adapter_any_prefix(path, layers):
