@@ -438,6 +438,94 @@ LOKR_API uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_
 /* "W2-first", "W1-first", "W2-first(factored)", "W1-first(factored)". */
 LOKR_API const char *lokr_extract_order_name(int order);
 
+/* ------------------------------------------------ batch executor and planner */
+
+/*
+ * The batch executor computes one linear layer for many requests at once:
+ * the rows of every item are stacked and multiplied by the base weight in
+ * ONE sgemm (sgemv for a single row); then, per adapter-set segment (items
+ * whose sets are equal as multisets of (adapter, multiplier) after dropping
+ * multipliers of 0 and adapters without a module on the layer), the
+ * factored deltas of the set's adapters are added as GEMMs over the whole
+ * segment (alpha = multiplier * s).  No (out x in) matrix is built except
+ * LoHa's dense dW, cached once per (layer, adapter) by the planner.  DoRA
+ * follows lokrd's interpolation rule (lycoris-format.md, decisions 2 and 3):
+ * output axis y += l * (g .* (W0 x + s K x) - W0 x) on the shared base
+ * output; input axis y += l * (W0 (g .* x) + s K (g .* x) - W0 x), which
+ * costs one more base GEMM for that segment.  Bias is added once.
+ *
+ * Threads.  The executor itself never starts threads; parallelism comes from
+ * exactly one of two places, chosen by the caller (reliability.md 4):
+ *  - LOKR_THREADING_WORKERS (throughput, the daemon's default): N worker
+ *    threads, each with its own lokr_exec, and OpenBLAS single-threaded;
+ *  - LOKR_THREADING_BLAS (latency): one worker (one call at a time) and
+ *    OpenBLAS with one thread per core.
+ * lokr_threading_setup sets OpenBLAS's process-wide thread count for the
+ * chosen mode; call it once in main before any worker starts.  Mixing the
+ * two oversubscribes the cores.
+ */
+
+/* One request of a batch: `rows` input rows with their adapter set. */
+typedef struct lokr_batch_item {
+	const lokr_adapter_ref *set; /* borrowed; nset entries, may be NULL when nset == 0 */
+	size_t nset;
+	const float *x; /* borrowed, rows x in, contiguous; must be finite */
+	int64_t rows;   /* >= 0 */
+	float *y;       /* rows x out, written; must not overlap any x */
+} lokr_batch_item;
+
+/* Per-thread workspace: scratch that grows up to a ceiling and is reused
+ * across calls.  Not thread-safe: one per worker thread. */
+typedef struct lokr_exec lokr_exec;
+
+/* Counters of one workspace (cumulative since lokr_exec_new). */
+typedef struct lokr_exec_stats {
+	uint64_t calls;         /* lokr_exec_linear calls that succeeded */
+	uint64_t rows;          /* rows computed */
+	uint64_t segments;      /* adapter-set segments with a non-empty set */
+	uint64_t deltas;        /* factored (or LoHa dense) delta applications */
+	uint64_t scratch_bytes; /* current scratch size */
+} lokr_exec_stats;
+
+#define LOKR_EXEC_DEFAULT_MAX_SCRATCH ((uint64_t)1 << 30) /* 1 GiB */
+
+/* Returns new via *out.  `max_scratch` caps the scratch (bytes; 0 means
+ * LOKR_EXEC_DEFAULT_MAX_SCRATCH): a call needing more fails with
+ * LOKR_ERANGE and leaves the workspace usable. */
+LOKR_API int lokr_exec_new(uint64_t max_scratch, lokr_exec **out, lokr_error *err);
+LOKR_API void lokr_exec_free(lokr_exec *ctx);
+LOKR_API void lokr_exec_stats_get(const lokr_exec *ctx, lokr_exec_stats *st);
+
+/* Compute items[i].y = items[i].x W'_i^T + bias for the linear layer `layer`
+ * of `base`, W'_i being the base weight under items[i].set, for all n items
+ * in one base GEMM.  Every adapter must have been loaded against `base`.
+ * Errors: LOKR_EINVAL (NULL pointers, negative rows, a non-finite input or
+ * multiplier, a conv layer, a DoRA module without its cached vector),
+ * LOKR_ENOTFOUND (layer index), LOKR_ERANGE (sizes past BLAS ints or the
+ * scratch ceiling), LOKR_ENOMEM.  On error no y is guaranteed. */
+LOKR_API int lokr_exec_linear(lokr_exec *ctx, const lokr_base *base, size_t layer,
+                              const lokr_batch_item *items, size_t n, lokr_error *err);
+
+typedef enum lokr_threading {
+	LOKR_THREADING_WORKERS = 0, /* ncores workers x 1 BLAS thread */
+	LOKR_THREADING_BLAS,        /* 1 worker x ncores BLAS threads */
+} lokr_threading;
+
+/* Decide workers and BLAS threads for `ncores` (>= 1) and set OpenBLAS's
+ * thread count accordingly (process-wide; call once in main, before workers
+ * start).  Either output pointer may be NULL. */
+LOKR_API int lokr_threading_setup(lokr_threading mode, int ncores, int *workers, int *blas_threads);
+
+/* "OpenBLAS 0.3.21 ... | core Cooperlake | threads 1 | pthreads" into buf
+ * (always NUL-terminated).  Returns the BLAS thread count. */
+LOKR_API int lokr_blas_describe(char *buf, size_t len);
+
+/* The planner's decision for a module, one line, for `lokr inspect`:
+ * evaluation order, expanded factors, multiply-adds per row vs the base
+ * layer, and the merge-and-cache threshold.  Returns 0, or LOKR_EINVAL when
+ * the module has no plan.  Truncates to len - 1 characters. */
+LOKR_API int lokr_plan_describe(const lokr_module *m, char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,546 @@
+/*
+ * exec.c - the heterogeneous batch executor and lokr_apply_linear.
+ *
+ * One call computes one linear layer for n items (requests), each with its
+ * own adapter set:
+ *   1. canonicalise every set (drop multiplier 0 and adapters without a
+ *      module on the layer; sort), and group items with equal sets;
+ *   2. stack all rows, group by group, into one (R x in) matrix (skipped
+ *      when a single item has rows: its x and y are used in place), checking
+ *      that every input is finite on the way;
+ *   3. ONE sgemm (sgemv for R = 1) against W0 into the (R x out) output;
+ *   4. per group (segment of contiguous rows) add each adapter's factored
+ *      delta with alpha = l * s, beta = 1, as GEMMs over the whole segment;
+ *      DoRA per lokrd's decisions 2/3 (see lokr.h);
+ *   5. add the bias while scattering the rows back to the items.
+ * All scratch comes from the lokr_exec workspace, which grows up to its
+ * ceiling and is reused; the only (out x in) matrix involved is LoHa's dW
+ * cached by the planner.
+ */
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "kron.h"
+
+struct lokr_exec {
+	uint64_t max_scratch;    /* bytes, ceiling of floats + meta */
+	float *fbuf;             /* 64-byte aligned float scratch */
+	size_t fcap;             /* floats in fbuf */
+	unsigned char *mbuf;     /* grouping tables */
+	size_t mcap;             /* bytes in mbuf */
+	lokr_kron_w1step w1step; /* AUTO unless a test or benchmark forces one */
+	lokr_exec_stats st;
+};
+
+/* A set entry after canonicalisation. */
+typedef struct cref {
+	const lokr_module *m;
+	float mult;
+} cref;
+
+typedef struct item_info {
+	size_t group;  /* index into groups, SIZE_MAX for an item without rows */
+	size_t cfirst; /* first cref */
+	size_t ccount; /* crefs */
+	uint64_t hash;
+	int64_t row_off; /* first row in the stacked matrices */
+} item_info;
+
+typedef struct group_info {
+	size_t first_item; /* an item holding the canonical set */
+	int64_t rows;
+	int64_t row_off;
+} group_info;
+
+int lokr_exec_new(uint64_t max_scratch, lokr_exec **out, lokr_error *err)
+{
+	if (!out)
+		return lokr__fail(err, LOKR_EINVAL, "lokr_exec_new: NULL output pointer");
+	lokr_exec *ctx = lokr__try_calloc(1, sizeof *ctx);
+	if (!ctx)
+		return lokr__fail(err, LOKR_ENOMEM, "lokr_exec_new: out of memory");
+	ctx->max_scratch = max_scratch ? max_scratch : LOKR_EXEC_DEFAULT_MAX_SCRATCH;
+	*out = ctx;
+	return LOKR_OK;
+}
+
+void lokr_exec_free(lokr_exec *ctx)
+{
+	if (!ctx)
+		return;
+	free(ctx->fbuf);
+	free(ctx->mbuf);
+	free(ctx);
+}
+
+void lokr_exec_stats_get(const lokr_exec *ctx, lokr_exec_stats *st)
+{
+	if (!ctx || !st)
+		return;
+	*st = ctx->st;
+	st->scratch_bytes = ctx->fcap * sizeof(float) + ctx->mcap;
+}
+
+void lokr__exec_set_w1step(lokr_exec *ctx, lokr_kron_w1step step)
+{
+	ctx->w1step = step;
+}
+
+/* Make room for `floats` floats and `bytes` of tables under the ceiling. */
+static int reserve(lokr_exec *ctx, size_t floats, size_t bytes, lokr_error *err)
+{
+	uint64_t total;
+	if (lokr__mul_u64(floats, sizeof(float), &total) || lokr__add_u64(total, bytes, &total) ||
+	    total > ctx->max_scratch)
+		return lokr__fail(
+		    err, LOKR_ERANGE,
+		    "batch needs %zu floats + %zu bytes of scratch, over the workspace "
+		    "ceiling of %llu bytes",
+		    floats, bytes, (unsigned long long)ctx->max_scratch);
+	if (floats > ctx->fcap) {
+		/* grow by at least half again so a slowly growing batch does not
+		 * reallocate every call, but never past the ceiling */
+		size_t want = floats + floats / 2;
+		if ((uint64_t)want * sizeof(float) + bytes > ctx->max_scratch)
+			want = floats;
+		float *nb = lokr__try_aligned(want * sizeof(float));
+		if (!nb)
+			return lokr__fail(err, LOKR_ENOMEM,
+			                  "out of memory for %zu floats of scratch", want);
+		free(ctx->fbuf);
+		ctx->fbuf = nb;
+		ctx->fcap = want;
+	}
+	if (bytes > ctx->mcap) {
+		unsigned char *nb = lokr__try_malloc(bytes);
+		if (!nb)
+			return lokr__fail(err, LOKR_ENOMEM, "out of memory for batch tables");
+		free(ctx->mbuf);
+		ctx->mbuf = nb;
+		ctx->mcap = bytes;
+	}
+	return LOKR_OK;
+}
+
+/* Module of adapter `a` on layer index `layer` (modules are sorted by layer,
+ * at most one per layer; lokr.h). */
+static const lokr_module *module_on(const lokr_adapter *a, size_t layer)
+{
+	size_t lo = 0, hi = a->nmodules;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		size_t l = a->modules[mid].layer;
+		if (l == layer)
+			return &a->modules[mid];
+		if (l < layer)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int cref_less(const cref *a, const cref *b)
+{
+	if (a->m != b->m)
+		return (uintptr_t)a->m < (uintptr_t)b->m;
+	uint32_t x, y;
+	memcpy(&x, &a->mult, 4);
+	memcpy(&y, &b->mult, 4);
+	return x < y;
+}
+
+static int cref_equal(const cref *a, const cref *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (a[i].m != b[i].m)
+			return 0;
+		if (memcmp(&a[i].mult, &b[i].mult, sizeof a[i].mult) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* 1 if any element is Inf or NaN (exponent all ones). */
+static int has_nonfinite(const float *x, size_t n)
+{
+	uint32_t bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, x + i, sizeof b);
+		bad |= (b & 0x7f800000u) == 0x7f800000u;
+	}
+	return bad != 0;
+}
+
+/* Extra floats one segment of `rows` rows needs beyond the stacked X/Y. */
+static size_t segment_scratch(const lokr_exec *ctx, const cref *c, size_t nc, int64_t rows,
+                              int64_t in, int64_t out)
+{
+	size_t delta = 0, dora_out = 0, dora_in = 0;
+	for (size_t i = 0; i < nc; i++) {
+		size_t d = lokr__plan_scratch(c[i].m->plan, ctx->w1step, rows);
+		if (d > delta)
+			delta = d;
+		if (c[i].m->dora_axis == LOKR_DORA_OUT)
+			dora_out = (size_t)rows * (size_t)out;
+		if (c[i].m->dora_axis == LOKR_DORA_IN)
+			dora_in = (size_t)rows * (size_t)in;
+	}
+	size_t save = (nc > 1 && (dora_out || dora_in)) ? (size_t)rows * (size_t)out : 0;
+	return delta + dora_out + dora_in + save;
+}
+
+/* Add the set's contributions to Y (N x out), which holds W0 x on entry. */
+static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, size_t nc,
+                        int64_t N, const float *X, float *Y, float *ws)
+{
+	const int64_t in = layer->in, out = layer->out;
+	const size_t ny = (size_t)N * (size_t)out, nx = (size_t)N * (size_t)in;
+	int any_dora = 0, has_out = 0, has_in = 0;
+	for (size_t i = 0; i < nc; i++) {
+		any_dora |= c[i].m->dora_axis != LOKR_DORA_NONE;
+		has_out |= c[i].m->dora_axis == LOKR_DORA_OUT;
+		has_in |= c[i].m->dora_axis == LOKR_DORA_IN;
+	}
+	/* carve: [B save][T out-DoRA][xg in-DoRA][delta scratch] */
+	float *B = Y;
+	float *at = ws;
+	if (nc > 1 && any_dora) {
+		B = at;
+		memcpy(B, Y, ny * sizeof *B);
+		at += ny;
+	}
+	float *T = has_out ? at : NULL;
+	at += has_out ? ny : 0;
+	float *xg = has_in ? at : NULL;
+	at += has_in ? nx : 0;
+	float *dws = at;
+
+	for (size_t i = 0; i < nc; i++) {
+		const lokr_module *m = c[i].m;
+		const float lam = c[i].mult, s = m->scale;
+		ctx->st.deltas++;
+		switch (m->dora_axis) {
+		case LOKR_DORA_NONE:
+			lokr__plan_apply(m->plan, ctx->w1step, N, X, lam * s, 1.0f, Y, dws);
+			break;
+		case LOKR_DORA_OUT: {
+			/* y += l (g .* (B + s K x) - B) */
+			lokr__plan_apply(m->plan, ctx->w1step, N, X, s, 0.0f, T, dws);
+			const float *g = m->dora_g;
+			for (int64_t n = 0; n < N; n++) {
+				float *y = Y + n * out;
+				const float *b = B + n * out, *t = T + n * out;
+				for (int64_t o = 0; o < out; o++) {
+					float bo = b[o];
+					y[o] += lam * (g[o] * (bo + t[o]) - bo);
+				}
+			}
+			break;
+		}
+		case LOKR_DORA_IN: {
+			/* y += l (W0 (g .* x) + s K (g .* x) - B) */
+			const float *g = m->dora_g;
+			for (int64_t n = 0; n < N; n++)
+				for (int64_t k = 0; k < in; k++)
+					xg[n * in + k] = g[k] * X[n * in + k];
+			if (B == Y) {
+				for (size_t k = 0; k < ny; k++)
+					Y[k] *= 1.0f - lam;
+			} else {
+				cblas_saxpy((int)ny, -lam, B, 1, Y, 1);
+			}
+			lokr__mm_nt(N, out, in, lam, xg, in, layer->weight, in, 1.0f, Y, out);
+			lokr__plan_apply(m->plan, ctx->w1step, N, xg, lam * s, 1.0f, Y, dws);
+			break;
+		}
+		}
+	}
+}
+
+static void add_bias(float *y, const float *bias, int64_t rows, int64_t out)
+{
+	for (int64_t n = 0; n < rows; n++)
+		for (int64_t o = 0; o < out; o++)
+			y[n * out + o] += bias[o];
+}
+
+int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index,
+                     const lokr_batch_item *items, size_t n, lokr_error *err)
+{
+	if (!ctx || !layer || (n > 0 && !items))
+		return lokr__fail(err, LOKR_EINVAL, "exec: NULL argument");
+	if (layer->kind != LOKR_LAYER_LINEAR || layer->kk != 1)
+		return lokr__fail(
+		    err, LOKR_EINVAL,
+		    "exec: layer %s is a conv layer; the batch executor applies linear "
+		    "layers",
+		    layer->name);
+	const int64_t in = layer->in, out = layer->out;
+
+	/* validate items, count rows and set entries */
+	uint64_t rows_total = 0, nref = 0;
+	size_t active = 0, last_active = 0;
+	for (size_t i = 0; i < n; i++) {
+		const lokr_batch_item *it = &items[i];
+		if (it->rows < 0 || (it->rows > 0 && (!it->x || !it->y)) ||
+		    (it->nset > 0 && !it->set))
+			return lokr__fail(err, LOKR_EINVAL,
+			                  "exec: item %zu: negative rows or NULL x/y/set", i);
+		for (size_t k = 0; k < it->nset; k++) {
+			if (!it->set[k].adapter)
+				return lokr__fail(err, LOKR_EINVAL,
+				                  "exec: item %zu: adapter %zu is NULL", i, k);
+			if (!isfinite(it->set[k].multiplier))
+				return lokr__fail(err, LOKR_EINVAL,
+				                  "exec: item %zu: multiplier %zu is not finite", i,
+				                  k);
+		}
+		if (lokr__add_u64(rows_total, (uint64_t)it->rows, &rows_total) ||
+		    rows_total > INT32_MAX || lokr__add_u64(nref, it->nset, &nref) ||
+		    nref > SIZE_MAX / 64)
+			return lokr__fail(err, LOKR_ERANGE, "exec: batch too large");
+		if (it->rows > 0) {
+			active++;
+			last_active = i;
+		}
+	}
+	const int64_t R = (int64_t)rows_total;
+	if (R == 0)
+		return LOKR_OK;
+	uint64_t tmp;
+	if (lokr__mul_u64((uint64_t)R, (uint64_t)(in > out ? in : out), &tmp) || tmp > INT32_MAX)
+		return lokr__fail(err, LOKR_ERANGE, "exec: %lld rows x %lld is past BLAS int range",
+		                  (long long)R, (long long)(in > out ? in : out));
+
+	/* tables */
+	size_t tbytes = n * sizeof(item_info) + nref * sizeof(cref) + n * sizeof(group_info);
+	int rc = reserve(ctx, 0, tbytes, err);
+	if (rc != LOKR_OK)
+		return rc;
+	item_info *info = (item_info *)ctx->mbuf;
+	cref *crefs = (cref *)(info + n);
+	group_info *groups = (group_info *)(crefs + nref);
+
+	/* canonical sets */
+	size_t nc = 0;
+	for (size_t i = 0; i < n; i++) {
+		const lokr_batch_item *it = &items[i];
+		info[i].cfirst = nc;
+		for (size_t k = 0; k < it->nset; k++) {
+			const lokr_module *m = module_on(it->set[k].adapter, layer_index);
+			if (!m || it->set[k].multiplier == 0.0f)
+				continue;
+			if (!m->plan)
+				return lokr__fail(err, LOKR_EINVAL, "exec: module %s has no plan",
+				                  m->name);
+			if (m->dora_axis != LOKR_DORA_NONE && !m->dora_g)
+				return lokr__fail(err, LOKR_EINVAL,
+				                  "exec: module %s has DoRA but no cached vector",
+				                  m->name);
+			if (m->plan->out != out || m->plan->width != in)
+				return lokr__fail(
+				    err, LOKR_EINVAL,
+				    "exec: module %s was planned for another layer shape", m->name);
+			cref c = {m, it->set[k].multiplier};
+			size_t j = nc++;
+			while (j > info[i].cfirst && cref_less(&c, &crefs[j - 1])) {
+				crefs[j] = crefs[j - 1];
+				j--;
+			}
+			crefs[j] = c;
+		}
+		info[i].ccount = nc - info[i].cfirst;
+		uint64_t h = 1469598103934665603ull;
+		for (size_t k = info[i].cfirst; k < nc; k++) {
+			h = (h ^ (uint64_t)(uintptr_t)crefs[k].m) * 1099511628211ull;
+			uint32_t b;
+			memcpy(&b, &crefs[k].mult, 4);
+			h = (h ^ b) * 1099511628211ull;
+		}
+		info[i].hash = h;
+	}
+
+	/* groups, in order of first appearance */
+	size_t ng = 0;
+	for (size_t i = 0; i < n; i++) {
+		info[i].group = SIZE_MAX;
+		if (items[i].rows == 0)
+			continue;
+		size_t g = 0;
+		for (; g < ng; g++) {
+			const item_info *f = &info[groups[g].first_item];
+			if (f->hash == info[i].hash && f->ccount == info[i].ccount &&
+			    cref_equal(crefs + f->cfirst, crefs + info[i].cfirst, f->ccount))
+				break;
+		}
+		if (g == ng) {
+			groups[ng].first_item = i;
+			groups[ng].rows = 0;
+			ng++;
+		}
+		info[i].group = g;
+		groups[g].rows += items[i].rows;
+	}
+	int64_t off = 0;
+	for (size_t g = 0; g < ng; g++) {
+		groups[g].row_off = off;
+		off += groups[g].rows;
+	}
+	/* each item's first row: groups in order, items in order within a group */
+	for (size_t g = 0; g < ng; g++) {
+		int64_t cur = groups[g].row_off;
+		for (size_t i = groups[g].first_item; i < n; i++)
+			if (info[i].group == g) {
+				info[i].row_off = cur;
+				cur += items[i].rows;
+			}
+	}
+
+	/* scratch */
+	const int direct = active == 1;
+	uint64_t fl = direct ? 0 : (uint64_t)R * (uint64_t)(in + out);
+	size_t segmax = 0;
+	for (size_t g = 0; g < ng; g++) {
+		const item_info *f = &info[groups[g].first_item];
+		size_t sz =
+		    segment_scratch(ctx, crefs + f->cfirst, f->ccount, groups[g].rows, in, out);
+		if (sz > segmax)
+			segmax = sz;
+	}
+	if (lokr__add_u64(fl, segmax, &fl) || fl > SIZE_MAX / 8)
+		return lokr__fail(err, LOKR_ERANGE, "exec: scratch size overflows");
+	rc = reserve(ctx, (size_t)fl, tbytes, err);
+	if (rc != LOKR_OK)
+		return rc;
+	/* reserve may have moved the tables */
+	info = (item_info *)ctx->mbuf;
+	crefs = (cref *)(info + n);
+	groups = (group_info *)(crefs + nref);
+
+	/* stack inputs (checking they are finite) */
+	const float *X;
+	float *Y;
+	float *ws;
+	if (direct) {
+		const lokr_batch_item *it = &items[last_active];
+		if (has_nonfinite(it->x, (size_t)it->rows * (size_t)in))
+			return lokr__fail(err, LOKR_EINVAL, "exec: item %zu: input has NaN or Inf",
+			                  last_active);
+		X = it->x;
+		Y = it->y;
+		ws = ctx->fbuf;
+	} else {
+		float *Xs = ctx->fbuf;
+		Y = Xs + (size_t)R * (size_t)in;
+		ws = Y + (size_t)R * (size_t)out;
+		for (size_t i = 0; i < n; i++) {
+			const lokr_batch_item *it = &items[i];
+			if (it->rows == 0)
+				continue;
+			size_t cnt = (size_t)it->rows * (size_t)in;
+			if (has_nonfinite(it->x, cnt))
+				return lokr__fail(err, LOKR_EINVAL,
+				                  "exec: item %zu: input has NaN or Inf", i);
+			memcpy(Xs + (size_t)info[i].row_off * (size_t)in, it->x,
+			       cnt * sizeof(float));
+		}
+		X = Xs;
+	}
+
+	/* one base GEMM for every row */
+	lokr__mm_nt(R, out, in, 1.0f, X, in, layer->weight, in, 0.0f, Y, out);
+
+	/* factored deltas per segment */
+	for (size_t g = 0; g < ng; g++) {
+		const item_info *f = &info[groups[g].first_item];
+		if (f->ccount == 0)
+			continue;
+		ctx->st.segments++;
+		int64_t o = groups[g].row_off;
+		run_segment(ctx, layer, crefs + f->cfirst, f->ccount, groups[g].rows,
+		            X + (size_t)o * (size_t)in, Y + (size_t)o * (size_t)out, ws);
+	}
+
+	/* bias and scatter */
+	if (direct) {
+		if (layer->bias)
+			add_bias(Y, layer->bias, items[last_active].rows, out);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			const lokr_batch_item *it = &items[i];
+			if (it->rows == 0)
+				continue;
+			const float *src = Y + (size_t)info[i].row_off * (size_t)out;
+			size_t cnt = (size_t)it->rows * (size_t)out;
+			if (layer->bias) {
+				for (int64_t r = 0; r < it->rows; r++)
+					for (int64_t k = 0; k < out; k++)
+						it->y[r * out + k] =
+						    src[r * out + k] + layer->bias[k];
+			} else {
+				memcpy(it->y, src, cnt * sizeof(float));
+			}
+		}
+	}
+	ctx->st.calls++;
+	ctx->st.rows += (uint64_t)R;
+	return LOKR_OK;
+}
+
+int lokr_exec_linear(lokr_exec *ctx, const lokr_base *base, size_t layer,
+                     const lokr_batch_item *items, size_t n, lokr_error *err)
+{
+	if (!base)
+		return lokr__fail(err, LOKR_EINVAL, "exec: NULL base");
+	if (layer >= lokr_base_layer_count(base))
+		return lokr__fail(err, LOKR_ENOTFOUND, "exec: no layer %zu (the base has %zu)",
+		                  layer, lokr_base_layer_count(base));
+	return lokr__exec_layer(ctx, lokr_base_layer_at(base, layer), layer, items, n, err);
+}
+
+int lokr_apply_linear(const lokr_base *base, size_t layer, const lokr_adapter_ref *set, size_t nset,
+                      const float *x, int64_t rows, float *y, lokr_error *err)
+{
+	lokr_exec *ctx = NULL;
+	int rc = lokr_exec_new(0, &ctx, err);
+	if (rc != LOKR_OK)
+		return rc;
+	lokr_batch_item item = {set, nset, x, rows, y};
+	rc = lokr_exec_linear(ctx, base, layer, &item, 1, err);
+	lokr_exec_free(ctx);
+	return rc;
+}
+
+int lokr_threading_setup(lokr_threading mode, int ncores, int *workers, int *blas_threads)
+{
+	if (ncores < 1 || (mode != LOKR_THREADING_WORKERS && mode != LOKR_THREADING_BLAS))
+		return LOKR_EINVAL;
+	int w = mode == LOKR_THREADING_WORKERS ? ncores : 1;
+	int b = mode == LOKR_THREADING_WORKERS ? 1 : ncores;
+	openblas_set_num_threads(b);
+	if (workers)
+		*workers = w;
+	if (blas_threads)
+		*blas_threads = b;
+	return LOKR_OK;
+}
+
+int lokr_blas_describe(char *buf, size_t len)
+{
+	int threads = openblas_get_num_threads();
+	if (buf && len) {
+		const char *par = "sequential";
+		int p = openblas_get_parallel();
+		if (p == 1)
+			par = "pthreads";
+		else if (p == 2)
+			par = "openmp";
+		snprintf(buf, len, "%s | core %s | threads %d | %s", openblas_get_config(),
+		         openblas_get_corename(), threads, par);
+	}
+	return threads;
+}

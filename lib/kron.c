@@ -1,0 +1,252 @@
+/*
+ * kron.c - factored Kronecker apply and the small BLAS helpers it rests on.
+ *
+ * (W1 (x) W2) x = vec_r(W1 X W2^T) with X = x viewed as (n1 x n2)
+ * (lycoris-format.md 4.1).  For N contiguous rows the W2 product is one GEMM
+ * over the (N*n1 x n2) view of the input (no copy); the W1 product is per
+ * row, done either as N small GEMMs written straight into the output rows
+ * (LOKR_W1STEP_ROWS) or as one GEMM between two permutations of contiguous
+ * chunks (LOKR_W1STEP_PERMUTE): (N, n1, m2) -> (n1, N*m2), multiply, and
+ * (m1, N, m2) -> (N, m1, m2) back.  Which one is cheaper depends on the call
+ * overhead of a tiny sgemm versus two streaming copies; lokr__kron_w1step_pick
+ * chooses from measurements on the target machine (bench/kron_steps).
+ *
+ * Kernels never allocate; callers size scratch with lokr__kron_scratch.
+ */
+#include <string.h>
+
+#include <cblas.h>
+
+#include "kron.h"
+
+/* ---------------------------------------------------------------- BLAS */
+
+static void zero_rows(float *C, int64_t M, int64_t N, int64_t ldc)
+{
+	for (int64_t i = 0; i < M; i++)
+		memset(C + i * ldc, 0, (size_t)N * sizeof *C);
+}
+
+void lokr__mm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+	if (M <= 0 || N <= 0)
+		return;
+	if (K <= 0) {
+		if (beta == 0.0f)
+			zero_rows(C, M, N, ldc);
+		return;
+	}
+	if (M == 1) {
+		/* c (N) = alpha B (N x K) a + beta c; sgemv's beta = 0 is made exact
+		 * (OpenBLAS scales by beta, so 0 * NaN garbage would survive). */
+		if (beta == 0.0f)
+			memset(C, 0, (size_t)N * sizeof *C);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, A, 1,
+		            beta == 0.0f ? 1.0f : beta, C, 1);
+		return;
+	}
+	if (N == 1) {
+		if (beta == 0.0f)
+			zero_rows(C, M, 1, ldc);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, alpha, A, (int)lda, B, 1,
+		            beta == 0.0f ? 1.0f : beta, C, (int)ldc);
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
+	            (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void lokr__mm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+	if (M <= 0 || N <= 0)
+		return;
+	if (K <= 0) {
+		if (beta == 0.0f)
+			zero_rows(C, M, N, ldc);
+		return;
+	}
+	if (M == 1) {
+		/* c (N) = alpha B^T (N x K) a: B is K x N row-major */
+		if (beta == 0.0f)
+			memset(C, 0, (size_t)N * sizeof *C);
+		cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, A, 1,
+		            beta == 0.0f ? 1.0f : beta, C, 1);
+		return;
+	}
+	if (N == 1) {
+		if (beta == 0.0f)
+			zero_rows(C, M, 1, ldc);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, alpha, A, (int)lda, B,
+		            (int)ldb, beta == 0.0f ? 1.0f : beta, C, (int)ldc);
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+	            (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* ------------------------------------------------------------- kernels */
+
+double lokr__kron_macs(const lokr_kron_factors *f, lokr_kron_order order)
+{
+	double m1 = (double)f->m1, n1 = (double)f->n1, m2 = (double)f->m2, n2 = (double)f->n2;
+	double r = (double)f->r;
+	int dense = f->w2 != NULL;
+	if (order == LOKR_KRON_A)
+		return (dense ? n1 * n2 * m2 : n1 * r * (n2 + m2)) + m1 * n1 * m2;
+	return m1 * n1 * n2 + (dense ? m1 * n2 * m2 : m1 * r * (n2 + m2));
+}
+
+/* Measured on the target (bench/kron_steps, 1 thread): one tiny sgemm costs
+ * about as much as streaming a few thousand floats twice, so per-row calls
+ * win for a handful of rows or when a row's W1 product is big, and the
+ * permuted single GEMM wins for many rows of small products. */
+lokr_kron_w1step lokr__kron_w1step_pick(const lokr_kron_factors *f, lokr_kron_order order,
+                                        int64_t rows)
+{
+	if (rows <= 2)
+		return LOKR_W1STEP_ROWS;
+	/* multiply-adds of one row's W1 product */
+	double per_row = order == LOKR_KRON_A ? (double)f->m1 * (double)f->n1 * (double)f->m2
+	                                      : (double)f->m1 * (double)f->n1 * (double)f->n2;
+	/* floats the two permutations move per row */
+	double moved = order == LOKR_KRON_A ? (double)(f->n1 + f->m1) * (double)f->m2
+	                                    : (double)(f->n1 + f->m1) * (double)f->n2;
+	/* a small call ~ 4096 MACs of fixed cost; a moved float ~ 1 MAC */
+	if (moved < LOKR_PLAN_CALL_MACS + 0.1 * per_row)
+		return LOKR_W1STEP_PERMUTE;
+	return LOKR_W1STEP_ROWS;
+}
+
+size_t lokr__kron_scratch(const lokr_kron_factors *f, lokr_kron_order order, lokr_kron_w1step step,
+                          int64_t rows)
+{
+	if (step == LOKR_W1STEP_AUTO)
+		step = lokr__kron_w1step_pick(f, order, rows);
+	size_t N = (size_t)rows, m1 = (size_t)f->m1, n1 = (size_t)f->n1, m2 = (size_t)f->m2,
+	       n2 = (size_t)f->n2, r = (size_t)f->r;
+	size_t t = f->w2 ? 0 : N * (order == LOKR_KRON_A ? n1 : m1) * r;
+	if (order == LOKR_KRON_A) {
+		size_t mm = N * n1 * m2;
+		if (step == LOKR_W1STEP_PERMUTE)
+			return t + 2 * mm + N * m1 * m2;
+		return t + mm;
+	}
+	size_t l = N * m1 * n2;
+	if (step == LOKR_W1STEP_PERMUTE)
+		return t + N * n1 * n2 + 2 * l;
+	return t + l;
+}
+
+/* dst (b, a, c) <- src (a, b, c): a transpose of contiguous chunks of c floats. */
+static void permute_chunks(const float *src, int64_t a, int64_t b, int64_t c, float *dst)
+{
+	size_t bytes = (size_t)c * sizeof *src;
+	for (int64_t i = 0; i < a; i++)
+		for (int64_t j = 0; j < b; j++)
+			memcpy(dst + (j * a + i) * c, src + (i * b + j) * c, bytes);
+}
+
+/* y (b, a, c) = alpha * src (a, b, c) + beta * y, beta 0 or 1. */
+static void permute_chunks_acc(const float *src, int64_t a, int64_t b, int64_t c, float alpha,
+                               float beta, float *y)
+{
+	for (int64_t i = 0; i < a; i++)
+		for (int64_t j = 0; j < b; j++) {
+			const float *s = src + (i * b + j) * c;
+			float *d = y + (j * a + i) * c;
+			if (beta == 0.0f)
+				for (int64_t k = 0; k < c; k++)
+					d[k] = alpha * s[k];
+			else
+				for (int64_t k = 0; k < c; k++)
+					d[k] += alpha * s[k];
+		}
+}
+
+/* out (rows x m) = in (rows x n) W2^T with W2 dense (m x n) or w2a w2b;
+ * alpha/beta on the final product.  t: scratch (rows x r) for low rank. */
+static void w2_product(const lokr_kron_factors *f, int64_t rows, const float *in, float alpha,
+                       float beta, float *out, float *t)
+{
+	if (f->w2) {
+		lokr__mm_nt(rows, f->m2, f->n2, alpha, in, f->n2, f->w2, f->n2, beta, out, f->m2);
+		return;
+	}
+	lokr__mm_nt(rows, f->r, f->n2, 1.0f, in, f->n2, f->w2b, f->n2, 0.0f, t, f->r);
+	lokr__mm_nt(rows, f->m2, f->r, alpha, t, f->r, f->w2a, f->r, beta, out, f->m2);
+}
+
+void lokr__kron_apply(const lokr_kron_factors *f, lokr_kron_order order, lokr_kron_w1step step,
+                      int64_t rows, const float *x, float alpha, float beta, float *y,
+                      float *scratch)
+{
+	if (rows <= 0)
+		return;
+	if (step == LOKR_W1STEP_AUTO)
+		step = lokr__kron_w1step_pick(f, order, rows);
+	const int64_t m1 = f->m1, n1 = f->n1, m2 = f->m2, n2 = f->n2, N = rows;
+	const int64_t out = m1 * m2, in = n1 * n2;
+	float *t = scratch;
+	float *s =
+	    scratch +
+	    (f->w2 ? 0 : (size_t)N * (size_t)(order == LOKR_KRON_A ? n1 : m1) * (size_t)f->r);
+
+	if (order == LOKR_KRON_A) {
+		/* M (N*n1 x m2) = X_view (N*n1 x n2) W2^T */
+		float *M = s;
+		w2_product(f, N * n1, x, 1.0f, 0.0f, M, t);
+		if (step == LOKR_W1STEP_ROWS) {
+			for (int64_t n = 0; n < N; n++)
+				lokr__mm_nn(m1, m2, n1, alpha, f->w1, n1, M + n * n1 * m2, m2, beta,
+				            y + n * out, m2);
+			return;
+		}
+		float *Mp = M + (size_t)N * (size_t)n1 * (size_t)m2; /* (n1, N, m2) */
+		float *Z = Mp + (size_t)N * (size_t)n1 * (size_t)m2; /* (m1, N, m2) */
+		permute_chunks(M, N, n1, m2, Mp);
+		lokr__mm_nn(m1, N * m2, n1, 1.0f, f->w1, n1, Mp, N * m2, 0.0f, Z, N * m2);
+		permute_chunks_acc(Z, m1, N, m2, alpha, beta, y);
+		return;
+	}
+
+	/* order B: L (N*m1 x n2) with L_n = W1 X_n, then Y_view = L W2^T */
+	if (step == LOKR_W1STEP_ROWS) {
+		float *L = s;
+		for (int64_t n = 0; n < N; n++)
+			lokr__mm_nn(m1, n2, n1, 1.0f, f->w1, n1, x + n * in, n2, 0.0f,
+			            L + n * m1 * n2, n2);
+		w2_product(f, N * m1, L, alpha, beta, y, t);
+		return;
+	}
+	float *Xp = s;                                       /* (n1, N, n2) */
+	float *Z = Xp + (size_t)N * (size_t)n1 * (size_t)n2; /* (m1, N, n2) */
+	float *L = Z + (size_t)N * (size_t)m1 * (size_t)n2;  /* (N, m1, n2) */
+	permute_chunks(x, N, n1, n2, Xp);
+	lokr__mm_nn(m1, N * n2, n1, 1.0f, f->w1, n1, Xp, N * n2, 0.0f, Z, N * n2);
+	permute_chunks(Z, m1, N, n2, L);
+	w2_product(f, N * m1, L, alpha, beta, y, t);
+}
+
+void lokr__kron_dense(const lokr_kron_factors *f, float *dst)
+{
+	const int64_t m1 = f->m1, n1 = f->n1, m2 = f->m2, n2 = f->n2;
+	const int64_t in = n1 * n2;
+	for (int64_t j = 0; j < m2; j++)
+		for (int64_t l = 0; l < n2; l++) {
+			float b;
+			if (f->w2) {
+				b = f->w2[j * n2 + l];
+			} else {
+				double acc = 0.0;
+				for (int64_t q = 0; q < f->r; q++)
+					acc += (double)f->w2a[j * f->r + q] *
+					       (double)f->w2b[q * n2 + l];
+				b = (float)acc;
+			}
+			for (int64_t i = 0; i < m1; i++)
+				for (int64_t k = 0; k < n1; k++)
+					dst[(i * m2 + j) * in + k * n2 + l] = f->w1[i * n1 + k] * b;
+		}
+}
