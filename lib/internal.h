@@ -96,4 +96,8 @@ LOKR_HIDDEN uint64_t lokr__plan_bytes(const struct lokr_plan *plan);
 LOKR_HIDDEN int lokr__st_dtype_lookup(const char *s, size_t len, const char **canon,
                                       unsigned *bits, lokr_dtype *dt);
 
+/* lib/base.c: the base blob's checksum over `len` bytes (len % 32 == 0),
+ * the checksum field taken as zero (exposed for tests and benchmarks). */
+LOKR_HIDDEN uint64_t lokr__blob_checksum(const void *blob, uint64_t len);
+
 #endif /* LOKR_INTERNAL_H */

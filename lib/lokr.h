@@ -150,7 +150,8 @@ typedef struct lokr_st_layout {
 	size_t header_len;
 	size_t count;
 	size_t *order;       /* new: spec index of the i-th tensor in the data section */
-	uint64_t *offset;    /* new: data offset of spec[i] (indexed like the specs) */
+	uint64_t *offset;    /* new: data offset of spec[i] (indexed like the specs),
+	                      * relative to the data section like data_offsets */
 	uint64_t *nbytes;    /* new: byte size of spec[i] */
 	uint64_t total;      /* header_len + all data */
 } lokr_st_layout;
@@ -225,6 +226,15 @@ LOKR_API int lokr_base_blob_write(const lokr_base *b, void *dst, uint64_t len);
  * version, bounds and the checksum; `blob` is borrowed (e.g. a read-only
  * mapping) and must outlive the base.  Returns new. */
 LOKR_API int lokr_base_attach(const void *blob, uint64_t len, lokr_base **out, lokr_error *err);
+/* Source identity of a base: per file "path<TAB>size<TAB>mtime<TAB>dev:ino"
+ * lines, recorded at load and kept in the blob, so a process that finds a
+ * blob (e.g. in systemd's fd store) can tell whether it still matches the
+ * files.  lokr_base_identity returns borrowed; lokr_base_source_identity
+ * computes the same string for `paths` into buf (LOKR_ERANGE if too small,
+ * LOKR_EIO if a file cannot be stat'ed). */
+LOKR_API const char *lokr_base_identity(const lokr_base *b);
+LOKR_API int lokr_base_source_identity(const char *const *paths, size_t npaths, char *buf,
+                                       size_t len, lokr_error *err);
 
 /* ----------------------------------------------------------- adapter model */
 
