@@ -1,9 +1,14 @@
 /*
  * lokr.c - the command-line tool's entry point: dispatches to the
- * subcommands of tools/cmds.h.  Every failure prints one clear line on
- * stderr and exits nonzero.
+ * subcommands of tools/cmds.h and holds their shared helpers.  Every failure
+ * prints one clear line on stderr and exits nonzero (1 for bad input, 2 for
+ * usage errors).
  */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmds.h"
@@ -15,17 +20,58 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{"inspect", lokr_cmd_inspect, "inspect ADAPTER [--base BASE] [--json]"},
-	{"merge", lokr_cmd_merge,
-	 "merge --base BASE --adapter FILE[:MULT]... [--dtype f32|f16|bf16] -o OUT"},
-	{"factorize", lokr_cmd_factorize, "factorize DIM [--factor F] [--unbalanced]"},
+    {"inspect", lokr_cmd_inspect, "inspect ADAPTER [--base BASE]... [--json]"},
+    {"merge", lokr_cmd_merge,
+     "merge --base BASE... --adapter FILE[:MULT]... [--dtype f32|f16|bf16] -o OUT"},
+    {"factorize", lokr_cmd_factorize, "factorize DIM [IN] [--factor F] [--unbalanced]"},
 };
 
 static void usage(FILE *to)
 {
-	fprintf(to, "usage: lokr <command> [args]\ncommands:\n");
+	fprintf(to, "usage: lokr <command> [args]   (lokr <command> --help for details)\n"
+	            "commands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		fprintf(to, "  %s\n", commands[i].usage);
+		fprintf(to, "  lokr %s\n", commands[i].usage);
+}
+
+int lokr_tool_parse_i64(const char *s, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (!*s || *end || errno)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int lokr_tool_parse_double(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (!*s || *end || errno || !isfinite(v))
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int lokr_tool_fail(const char *cmd, int status, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "lokr %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return status;
+}
+
+int lokr_tool_fail_file(const char *cmd, int status, const char *path, const char *msg)
+{
+	if (strstr(msg, path))
+		return lokr_tool_fail(cmd, status, "%s", msg);
+	return lokr_tool_fail(cmd, status, "%s: %s", path, msg);
 }
 
 int main(int argc, char **argv)
