@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "kron.h"
 
 #define EXTRACT_BLOCK       8    /* subspace iteration block size */
 #define EXTRACT_MAX_SWEEPS  500  /* subspace iteration limit */
@@ -127,25 +128,28 @@ const char *lokr_extract_order_name(int order)
 }
 
 /*
- * Multiply-adds per row of y = (W1 (x) W2) x, lycoris-format.md 4.2 with
- * n2 -> n2*kk (a conv row is one im2col patch; 4.4).  W1 is materialized
- * when low-rank (it is tiny); W2 is either materialized once per adapter
- * (cost per row independent of the rank) or kept as w2_a w2_b:
- *   W2-first:  n1*m2*(c + m1)           W1-first:  m1*c*(n1 + m2)
- *   W2-first, factored:  n1*r*(c + m2) + m1*n1*m2
- *   W1-first, factored:  m1*n1*c + m1*r*(c + m2)
- * with c = n2*kk.  Returns the cheapest and stores its LOKR_ORDER_*.
+ * Multiply-adds per row of y = (W1 (x) W2) x, counted by the planner's own
+ * cost model (lokr__kron_macs, lib/kron.c; lycoris-format.md 4.2) with
+ * n2 -> n2*kk (a conv row is one im2col patch, 4.4), without the planner's
+ * per-call overheads.  W2 either materialized (cost independent of the
+ * rank) or, when low-rank pays, kept as w2_a w2_b; the cheapest of the
+ * (up to) four is returned and its LOKR_ORDER_* stored.
  */
 uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_t rank, int *order)
 {
 	if (!s || kk <= 0)
 		return 0;
-	double m1 = (double)s->m1, n1 = (double)s->n1, m2 = (double)s->m2;
-	double c = (double)s->n2 * (double)kk, r = (double)rank;
-	double cost[4] = {n1 * m2 * (c + m1), m1 * c * (n1 + m2), INFINITY, INFINITY};
+	static const float dummy = 0;
+	lokr_kron_factors f = {
+	    .m1 = s->m1, .n1 = s->n1, .m2 = s->m2, .n2 = s->n2 * kk, .w1 = &dummy, .w2 = &dummy};
+	double cost[4] = {lokr__kron_macs(&f, LOKR_KRON_A), lokr__kron_macs(&f, LOKR_KRON_B),
+	                  INFINITY, INFINITY};
 	if (lowrank_pays(s->m2, s->n2 * kk, rank)) {
-		cost[2] = n1 * r * (c + m2) + m1 * n1 * m2;
-		cost[3] = m1 * n1 * c + m1 * r * (c + m2);
+		f.w2 = NULL;
+		f.w2a = f.w2b = &dummy;
+		f.r = rank;
+		cost[2] = lokr__kron_macs(&f, LOKR_KRON_A);
+		cost[3] = lokr__kron_macs(&f, LOKR_KRON_B);
 	}
 	int best = 0;
 	for (int i = 1; i < 4; i++)

@@ -24,6 +24,10 @@ static const struct command commands[] = {
     {"merge", lokr_cmd_merge,
      "merge --base BASE... --adapter FILE[:MULT]... [--dtype f32|f16|bf16] -o OUT"},
     {"factorize", lokr_cmd_factorize, "factorize DIM [IN] [--factor F] [--unbalanced]"},
+    {"extract", lokr_cmd_extract,
+     "extract --base BASE --tuned TUNED -o OUT [--factor F] [--unbalanced] [--rank R | --full]"},
+    {"factorize-report", lokr_cmd_factorize_report,
+     "factorize-report --base BASE --tuned TUNED [--params N] [--json]"},
 };
 
 static void usage(FILE *to)

@@ -459,6 +459,87 @@ static void test_alloc_failures(void **state)
 	free(dw);
 }
 
+/* The factors as a LyCORIS file load and merge back to the fit. */
+static void test_file_loads_and_merges(void **state)
+{
+	(void)state;
+	rng_state = 6;
+	char dir[] = "/tmp/lokr-extract-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char basep[256], adp[256];
+	snprintf(basep, sizeof basep, "%s/base.safetensors", dir);
+	snprintf(adp, sizeof adp, "%s/adapter.safetensors", dir);
+	/* base: one linear 24x20 and one conv 12x8x3x3 */
+	float *wl = randm(24 * 20), *wc = randm(12 * 8 * 9);
+	lokr_st_spec bs[2] = {
+	    {"lin.weight", "F32", 2, {24, 20}, wl},
+	    {"net.conv.weight", "F32", 4, {12, 8, 3, 3}, wc},
+	};
+	lokr_error e = {0};
+	assert_int_equal(lokr_st_write_file(basep, bs, 2, NULL, NULL, 0, &e), 0);
+	float *dl = randm(24 * 20), *dc = randm(12 * 8 * 9);
+	lokr_kron_split sl, sc;
+	assert_int_equal(lokr_extract_split(24, 20, 4, 1, &sl), 0);
+	assert_int_equal(lokr_extract_split(12, 8, -1, 0, &sc), 0);
+	lokr_kron_fit fl, fc;
+	lokr_extract_opts lo = {.rank = 1};
+	assert_int_equal(lokr_extract_kron(dl, 24, 20, 1, &sl, &lo, &fl, &e), 0);
+	assert_int_equal(lokr_extract_kron(dc, 12, 8, 9, &sc, NULL, &fc, &e), 0);
+	assert_true(fl.w2_lowrank);
+	float alpha_l = (float)fl.rank, alpha_c = 1.0f;
+	lokr_st_spec as[] = {
+	    {"lycoris_lin.lokr_w1", "F32", 2, {fl.w1.rows, fl.w1.cols}, fl.w1.data},
+	    {"lycoris_lin.lokr_w2_a", "F32", 2, {fl.w2_a.rows, fl.w2_a.cols}, fl.w2_a.data},
+	    {"lycoris_lin.lokr_w2_b", "F32", 2, {fl.w2_b.rows, fl.w2_b.cols}, fl.w2_b.data},
+	    {"lycoris_lin.alpha", "F32", 0, {0}, &alpha_l},
+	    {"lycoris_net_conv.lokr_w1", "F32", 2, {fc.w1.rows, fc.w1.cols}, fc.w1.data},
+	    {"lycoris_net_conv.lokr_w2", "F32", 4, {sc.m2, sc.n2, 3, 3}, fc.w2.data},
+	    {"lycoris_net_conv.alpha", "F32", 0, {0}, &alpha_c},
+	};
+	assert_int_equal(lokr_st_write_file(adp, as, sizeof as / sizeof as[0], NULL, NULL, 0, &e),
+	                 0);
+	const char *paths[1] = {basep};
+	lokr_base *base = NULL;
+	assert_int_equal(lokr_base_load(paths, 1, &base, &e), 0);
+	lokr_st_file *file = NULL;
+	assert_int_equal(lokr_st_open(adp, &file, &e), 0);
+	lokr_adapter *ad = NULL;
+	int rc = lokr_adapter_load(base, file, &ad, &e);
+	if (rc)
+		fail_msg("adapter load: %s", e.msg);
+	assert_int_equal(ad->nmodules, 2);
+	const float *want[2] = {dl, dc};
+	const lokr_kron_fit *fits[2] = {&fl, &fc};
+	const char *names[2] = {"lin", "net.conv"};
+	for (int i = 0; i < 2; i++) {
+		int64_t li = lokr_base_layer_find(base, names[i]);
+		assert_true(li >= 0);
+		const lokr_layer *L = lokr_base_layer_at(base, (size_t)li);
+		int64_t n = L->out * L->in * L->kk;
+		float *got = malloc((size_t)n * sizeof *got);
+		lokr_adapter_ref ref = {ad, 1.0f};
+		assert_int_equal(lokr_merge_layer(base, (size_t)li, &ref, 1, 1, got, &e), 0);
+		float *fd = fit_dense(fits[i]);
+		assert_true(rel_diff(got, fd, n) < 1e-6);
+		/* merged delta vs the true delta: the reported error */
+		assert_true(fabs(rel_diff(got, want[i], n) - fits[i]->rel_err) < 1e-5);
+		free(fd);
+		free(got);
+	}
+	lokr_adapter_free(ad);
+	lokr_st_close(file);
+	lokr_base_free(base);
+	lokr_extract_fit_free(&fl);
+	lokr_extract_fit_free(&fc);
+	unlink(basep);
+	unlink(adp);
+	rmdir(dir);
+	free(wl);
+	free(wc);
+	free(dl);
+	free(dc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -470,6 +551,7 @@ int main(void)
 	    cmocka_unit_test(test_truncation_error_bounds),
 	    cmocka_unit_test(test_bad_input),
 	    cmocka_unit_test(test_alloc_failures),
+	    cmocka_unit_test(test_file_loads_and_merges),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
