@@ -1,0 +1,445 @@
+/*
+ * http.c - libmicrohttpd inside the libuv loop (see http.h).
+ *
+ * Hardening (reliability.md §2.2): idle timeout, connection and per-IP
+ * limits (the per-IP default stays >= 256: behind a proxy every client
+ * shares one address), a 128 KiB per-connection memory pool (request line
+ * and headers), SIGPIPE ignored by us, MHD's errors routed to our log, a
+ * panic handler that logs before aborting, and our own URL unescaper that
+ * refuses to decode %00 so a NUL can never truncate a path.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "log.h"
+#include "routes.h"
+
+struct lokrd_http {
+	struct MHD_Daemon *d;
+	uv_poll_t poll;
+	uv_timer_t timer;
+	int in_run, again;
+	unsigned active;
+	lokrd_req *live; /* list of requests MHD still holds */
+	int stopped;
+};
+
+/* ------------------------------------------------------------ pump */
+
+static void on_timer(uv_timer_t *t);
+
+void lokrd_http_pump(lokrd_server *s)
+{
+	lokrd_http *h = s->http;
+	if (!h || !h->d || h->stopped)
+		return;
+	if (h->in_run) {
+		h->again = 1;
+		return;
+	}
+	h->in_run = 1;
+	do {
+		h->again = 0;
+		MHD_run(h->d);
+	} while (h->again);
+	h->in_run = 0;
+	MHD_UNSIGNED_LONG_LONG ms;
+	if (MHD_get_timeout(h->d, &ms) == MHD_YES)
+		uv_timer_start(&h->timer, on_timer, ms, 0);
+	else
+		uv_timer_stop(&h->timer);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+	lokrd_http_pump(p->data);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	lokrd_http_pump(t->data);
+}
+
+/* ------------------------------------------------------------ requests */
+
+void lokrd_req_ref(lokrd_req *r)
+{
+	r->refs++;
+}
+
+void lokrd_req_unref(lokrd_req *r)
+{
+	if (--r->refs > 0)
+		return;
+	if (r->state_free)
+		r->state_free(r->state);
+	if (r->resp)
+		MHD_destroy_response(r->resp);
+	lokrd_buf_free(&r->body);
+	free(r->path);
+	free(r);
+}
+
+const char *lokrd_req_header(lokrd_req *r, const char *name)
+{
+	return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+static enum MHD_Result queue(lokrd_req *r)
+{
+	if (r->srv->draining)
+		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	enum MHD_Result ret = MHD_queue_response(r->conn, r->status, r->resp);
+	MHD_destroy_response(r->resp);
+	r->resp = NULL;
+	r->queued = 1;
+	if (ret != MHD_YES)
+		lokrd_log(LOKRD_LOG_WARN, "MHD refused the %u response to %s %s", r->status,
+		          r->method, r->path);
+	return ret;
+}
+
+void lokrd_req_respond(lokrd_req *r, unsigned status, struct MHD_Response *resp)
+{
+	if (!r->conn || r->queued || r->resp) {
+		/* Gone, or already answered (a second answer is a bug; drop it). */
+		if (resp)
+			MHD_destroy_response(resp);
+		return;
+	}
+	if (!resp) {
+		static const char oom[] =
+		    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+		resp = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
+		                                       MHD_RESPMEM_PERSISTENT);
+		status = 500;
+		if (!resp)
+			return;
+	}
+	r->resp = resp;
+	r->status = status;
+	if (r->suspended && !r->in_handler) {
+		r->suspended = 0;
+		MHD_resume_connection(r->conn);
+		lokrd_http_pump(r->srv);
+	}
+}
+
+void lokrd_req_json(lokrd_req *r, unsigned status, char *body, size_t len)
+{
+	struct MHD_Response *resp = NULL;
+	if (body) {
+		resp = MHD_create_response_from_buffer_with_free_callback(len, body, free);
+		if (!resp)
+			free(body);
+	}
+	if (resp)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	lokrd_req_respond(r, status, resp);
+}
+
+void lokrd_req_error(lokrd_req *r, unsigned status, const char *code, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	struct MHD_Response *resp = NULL;
+	if (body) {
+		resp = MHD_create_response_from_buffer_with_free_callback(strlen(body), body, free);
+		if (!resp)
+			free(body);
+	}
+	if (resp) {
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+		if (status == 503 || status == 429)
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+		if (status == 405) {
+			const char *allow = "GET";
+			switch (r->route) {
+			case LOKRD_ROUTE_APPLY:
+			case LOKRD_ROUTE_MERGE:
+			case LOKRD_ROUTE_ADAPTER_LOAD:
+				allow = "POST";
+				break;
+			case LOKRD_ROUTE_ADAPTER:
+				allow = "GET, HEAD, PUT, DELETE";
+				break;
+			default:
+				allow = "GET, HEAD";
+				break;
+			}
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+		}
+	}
+	lokrd_req_respond(r, status, resp);
+}
+
+void lokrd_req_suspend_stream(lokrd_req *r)
+{
+	if (r->conn && !r->suspended) {
+		MHD_suspend_connection(r->conn);
+		r->suspended = 1;
+	}
+}
+
+void lokrd_req_resume_stream(lokrd_req *r)
+{
+	if (r->conn && r->suspended) {
+		r->suspended = 0;
+		MHD_resume_connection(r->conn);
+		lokrd_http_pump(r->srv);
+	}
+}
+
+static lokrd_req *req_new(lokrd_server *s, struct MHD_Connection *c, const char *url,
+                          const char *method)
+{
+	lokrd_req *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->srv = s;
+	r->conn = c;
+	r->refs = 1;
+	r->t0_ns = uv_hrtime();
+	snprintf(r->method, sizeof r->method, "%s", method);
+	r->path = strdup(url);
+	if (!r->path) {
+		free(r);
+		return NULL;
+	}
+	lokrd_http *h = s->http;
+	r->next = h->live;
+	if (h->live)
+		h->live->prev = r;
+	h->live = r;
+	h->active++;
+	return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
+{
+	lokrd_server *s = cls;
+	lokrd_req *r = *con_cls;
+	if (!r) {
+		r = req_new(s, c, url, method);
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		r->in_handler = 1;
+		lokrd_routes_begin(r);
+		r->in_handler = 0;
+		return r->resp ? queue(r) : MHD_YES;
+	}
+	if (*upload_size) {
+		size_t n = *upload_size;
+		*upload_size = 0;
+		if (r->queued)
+			return MHD_YES;
+		if (!r->resp) {
+			r->in_handler = 1;
+			lokrd_routes_body(r, upload_data, n);
+			r->in_handler = 0;
+		}
+		/* An error while uploading (413, 507) is answered at once; MHD
+		 * closes the connection after it rather than read the rest. */
+		return r->resp ? queue(r) : MHD_YES;
+	}
+	if (r->resp)
+		return queue(r);
+	if (r->queued)
+		return MHD_YES;
+	if (r->dispatched) {
+		lokrd_log(LOKRD_LOG_ERROR, "%s %s resumed without an answer", r->method, r->path);
+		lokrd_req_error(r, 500, "internal", "request resumed without an answer");
+		return queue(r);
+	}
+	r->dispatched = 1;
+	r->in_handler = 1;
+	lokrd_routes_dispatch(r);
+	r->in_handler = 0;
+	if (r->resp)
+		return queue(r);
+	MHD_suspend_connection(c);
+	r->suspended = 1;
+	return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	lokrd_server *s = cls;
+	lokrd_req *r = *con_cls;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	lokrd_http *h = s->http;
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		h->live = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	r->prev = r->next = NULL;
+	h->active--;
+	double secs = (double)(uv_hrtime() - r->t0_ns) / 1e9;
+	unsigned status = r->queued ? r->status : 0;
+	if (status)
+		lokrd_metrics_request(&s->metrics, r->route, status, secs);
+	lokrd_log_request(r->method, r->path, status, r->log_adapters, r->log_rows,
+	                  (long long)(secs * 1e6));
+	r->conn = NULL;
+	r->suspended = 0;
+	lokrd_req_unref(r);
+}
+
+/* ------------------------------------------------------------ MHD hooks */
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	lokrd_log(LOKRD_LOG_DEBUG, "microhttpd: %s", msg);
+}
+
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+	lokrd_log(LOKRD_LOG_ERROR, "microhttpd panic at %s:%u: %s", file ? file : "?", line,
+	          reason ? reason : "");
+	abort();
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* %HH decoding in place, except %00, which stays as the three characters
+ * (an id with '%' is invalid anyway, so it is rejected, not truncated). */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	char *w = s;
+	for (const char *p = s; *p; p++) {
+		int hi, lo;
+		if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 &&
+		    (hi | lo) != 0) {
+			*w++ = (char)(hi * 16 + lo);
+			p += 2;
+		} else {
+			*w++ = *p;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
+int lokrd_http_start(lokrd_server *s, int listen_fd)
+{
+	lokrd_http *h = calloc(1, sizeof *h);
+	if (!h)
+		return -1;
+	s->http = h;
+	s->loop->data = s;
+	MHD_set_panic_func(mhd_panic, NULL);
+	const lokrd_options *o = s->opt;
+	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	h->d = MHD_start_daemon(
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+	    MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+	    o->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->max_connections_per_ip,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)128 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_completed, s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_EXTERNAL_LOGGER,
+	    mhd_logger, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+	if (!h->d) {
+		lokrd_log(LOKRD_LOG_ERROR, "MHD_start_daemon failed");
+		return -1;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (!info) {
+		lokrd_log(LOKRD_LOG_ERROR, "MHD has no epoll fd");
+		return -1;
+	}
+	uv_poll_init(s->loop, &h->poll, info->epoll_fd);
+	h->poll.data = s;
+	uv_poll_start(&h->poll, UV_READABLE, on_poll);
+	uv_timer_init(s->loop, &h->timer);
+	h->timer.data = s;
+	lokrd_http_pump(s);
+	return 0;
+}
+
+void lokrd_http_quiesce(lokrd_server *s)
+{
+	if (s->http && s->http->d)
+		MHD_quiesce_daemon(s->http->d);
+	lokrd_http_pump(s);
+}
+
+unsigned lokrd_http_active(lokrd_server *s)
+{
+	return s->http ? s->http->active : 0;
+}
+
+unsigned lokrd_http_connections(lokrd_server *s)
+{
+	if (!s->http || !s->http->d)
+		return 0;
+	const union MHD_DaemonInfo *i =
+	    MHD_get_daemon_info(s->http->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return i ? i->num_connections : 0;
+}
+
+void lokrd_http_abort_waiting(lokrd_server *s)
+{
+	for (lokrd_req *r = s->http ? s->http->live : NULL; r; r = r->next)
+		if (r->suspended && !r->resp && !r->queued)
+			lokrd_req_error(
+			    r, 503, "shutting_down",
+			    "lokrd is shutting down and the request did not finish in time");
+	/* Streams still suspended (a merge waiting for a tensor): resume so
+	 * their reader can end them. */
+	for (lokrd_req *r = s->http ? s->http->live : NULL; r; r = r->next)
+		if (r->suspended)
+			lokrd_req_resume_stream(r);
+}
+
+void lokrd_http_stop(lokrd_server *s)
+{
+	lokrd_http *h = s->http;
+	if (!h || h->stopped)
+		return;
+	h->stopped = 1;
+	uv_poll_stop(&h->poll);
+	uv_close((uv_handle_t *)&h->poll, NULL);
+	uv_timer_stop(&h->timer);
+	uv_close((uv_handle_t *)&h->timer, NULL);
+	MHD_stop_daemon(h->d);
+	h->d = NULL;
+}
+
+void lokrd_http_free(lokrd_server *s)
+{
+	free(s->http);
+	s->http = NULL;
+}

@@ -1,0 +1,397 @@
+/*
+ * main.c - lokrd's entry point: options, the listening socket, the base in
+ * shared memory, and either one serving process or a supervisor that forks
+ * --workers N serving processes sharing the base segment and the socket.
+ *
+ * A serving process is one libuv loop (HTTP, registry, responses) plus a
+ * pool of compute threads.  SIGTERM/SIGINT: stop accepting, finish every
+ * request already received, exit 0 (a second SIGINT exits at once).
+ */
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "compute.h"
+#include "http.h"
+#include "log.h"
+#include "options.h"
+#include "server.h"
+
+#define DRAIN_TIMEOUT_NS (30ull * 1000000000ull)
+
+/* ------------------------------------------------------------ socket */
+
+static int open_listener(const lokrd_options *o)
+{
+	char port[16];
+	snprintf(port, sizeof port, "%d", o->listen_port);
+	struct addrinfo hints = {0}, *res = NULL;
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	int rc = getaddrinfo(o->listen_host, port, &hints, &res);
+	if (rc) {
+		lokrd_log(LOKRD_LOG_ERROR, "cannot resolve listen address %s: %s", o->listen_host,
+		          gai_strerror(rc));
+		return -1;
+	}
+	int fd = -1;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		if (!bind(fd, ai->ai_addr, ai->ai_addrlen) && !listen(fd, 1024))
+			break;
+		lokrd_log(LOKRD_LOG_ERROR, "cannot listen on %s:%s: %s", o->listen_host, port,
+		          strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+	if (!getsockname(fd, (struct sockaddr *)&ss, &len) &&
+	    !getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, serv, sizeof serv,
+	                 NI_NUMERICHOST | NI_NUMERICSERV)) {
+		int v6 = ss.ss_family == AF_INET6;
+		lokrd_log(LOKRD_LOG_INFO, "listening on %s%s%s:%s", v6 ? "[" : "", host,
+		          v6 ? "]" : "", serv);
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------ shutdown */
+
+static void close_cb_noop(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void finish(lokrd_server *s)
+{
+	uv_timer_stop(&s->drain_timer);
+	if (!uv_is_closing((uv_handle_t *)&s->drain_timer))
+		uv_close((uv_handle_t *)&s->drain_timer, close_cb_noop);
+	uv_signal_stop(&s->sigterm);
+	uv_signal_stop(&s->sigint);
+	uv_signal_stop(&s->sighup);
+	uv_close((uv_handle_t *)&s->sigterm, close_cb_noop);
+	uv_close((uv_handle_t *)&s->sigint, close_cb_noop);
+	uv_close((uv_handle_t *)&s->sighup, close_cb_noop);
+	lokrd_http_stop(s);
+	lokrd_pool_stop(&s->pool);
+	lokrd_pool_close(&s->pool);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+	lokrd_server *s = t->data;
+	if (lokrd_http_active(s) == 0 && s->inflight == 0) {
+		lokrd_log(LOKRD_LOG_INFO, "drained; exiting");
+		finish(s);
+		return;
+	}
+	if (uv_hrtime() > s->drain_deadline_ns) {
+		lokrd_log(LOKRD_LOG_WARN, "drain timeout: answering %u waiting requests with 503",
+		          lokrd_http_active(s));
+		lokrd_http_abort_waiting(s);
+		s->drain_deadline_ns = UINT64_MAX;
+	}
+}
+
+static void begin_shutdown(lokrd_server *s, const char *why)
+{
+	if (s->draining)
+		return;
+	s->draining = 1;
+	lokrd_log(LOKRD_LOG_INFO, "%s: no new connections; finishing %u requests", why,
+	          lokrd_http_active(s));
+	lokrd_http_quiesce(s);
+	s->drain_deadline_ns = uv_hrtime() + DRAIN_TIMEOUT_NS;
+	uv_timer_start(&s->drain_timer, on_drain_tick, 0, 20);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	lokrd_server *s = h->data;
+	if (signum == SIGHUP) {
+		lokrd_log(LOKRD_LOG_INFO,
+		          "SIGHUP: adapters are re-read on demand; nothing to reload");
+		return;
+	}
+	if (signum == SIGINT && s->draining) {
+		lokrd_log(LOKRD_LOG_WARN, "second SIGINT: exiting now");
+		_exit(1);
+	}
+	begin_shutdown(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ------------------------------------------------------------ base */
+
+typedef struct base_task {
+	lokrd_task task;
+	lokrd_server *srv;
+	int rc;
+	char err[1024];
+	uint64_t ns;
+} base_task;
+
+static void base_load_run(lokrd_task *t)
+{
+	base_task *bt = (base_task *)t;
+	lokrd_server *s = bt->srv;
+	uint64_t t0 = uv_hrtime();
+	bt->rc = lokrd_shm_load((const char *const *)s->opt->base, s->opt->nbase, &s->shm, &s->base,
+	                        bt->err, sizeof bt->err);
+	bt->ns = uv_hrtime() - t0;
+}
+
+static void base_ready(lokrd_server *s)
+{
+	lokrd_registry_set_base(s->reg, s->base);
+	s->ready = 1;
+	lokrd_log(LOKRD_LOG_INFO, "base attached: %zu layers, %llu bytes in %s (sealed)",
+	          lokr_base_layer_count(s->base), (unsigned long long)lokr_base_bytes(s->base),
+	          s->shm.name);
+}
+
+static void base_load_done(lokrd_task *t)
+{
+	base_task *bt = (base_task *)t;
+	lokrd_server *s = bt->srv;
+	if (t->cancelled) {
+		free(bt);
+		return;
+	}
+	if (bt->rc) {
+		lokrd_log(LOKRD_LOG_ERROR, "cannot load the base: %s", bt->err);
+		s->exit_code = 1;
+		free(bt);
+		begin_shutdown(s, "base failed");
+		return;
+	}
+	lokrd_log(LOKRD_LOG_INFO, "base loaded in %.1f ms", (double)bt->ns / 1e6);
+	free(bt);
+	base_ready(s);
+}
+
+/* ------------------------------------------------------------ serving */
+
+static int serve(const lokrd_options *o, int listen_fd, int shm_fd)
+{
+	uv_loop_t loop;
+	if (uv_loop_init(&loop)) {
+		lokrd_log(LOKRD_LOG_ERROR, "uv_loop_init failed");
+		return 1;
+	}
+	lokrd_server s;
+	memset(&s, 0, sizeof s);
+	s.opt = o;
+	s.loop = &loop;
+	s.listen_fd = listen_fd;
+	s.shm = (lokrd_shm)LOKRD_SHM_INIT;
+	lokrd_metrics_init(&s.metrics);
+	s.threads = o->threads > 0 ? o->threads : (int)uv_available_parallelism();
+	if (s.threads > 64)
+		s.threads = 64; /* OpenBLAS buffer table (reliability.md §4) */
+	if (lokrd_pool_start(&s.pool, &loop, s.threads, lokrd_compute_batch, &s)) {
+		lokrd_log(LOKRD_LOG_ERROR, "cannot start %d compute threads", s.threads);
+		return 1;
+	}
+	s.reg = lokrd_registry_new(o->adapters_dir, o->cache_bytes, &s.pool, &s.metrics);
+	uv_timer_init(&loop, &s.drain_timer);
+	s.drain_timer.data = &s;
+	uv_signal_t *sigs[3] = {&s.sigterm, &s.sigint, &s.sighup};
+	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+	for (int i = 0; i < 3; i++) {
+		uv_signal_init(&loop, sigs[i]);
+		sigs[i]->data = &s;
+		uv_signal_start(sigs[i], on_signal, signums[i]);
+	}
+	if (lokrd_http_start(&s, listen_fd)) {
+		s.exit_code = 1;
+		finish(&s);
+	} else if (shm_fd >= 0) {
+		/* A worker: the supervisor loaded and sealed the base. */
+		char err[1024];
+		s.shm.fd = shm_fd;
+		if (lokrd_shm_attach(&s.shm, &s.base, err, sizeof err)) {
+			lokrd_log(LOKRD_LOG_ERROR, "%s", err);
+			s.exit_code = 1;
+			finish(&s);
+		} else {
+			base_ready(&s);
+		}
+	} else {
+		base_task *bt = calloc(1, sizeof *bt);
+		if (!bt)
+			abort();
+		bt->task.run = base_load_run;
+		bt->task.done = base_load_done;
+		bt->task.batch_key = -1;
+		bt->srv = &s;
+		lokrd_pool_submit(&s.pool, &bt->task);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	/* Every handle is closed by now; run once more for close callbacks. */
+	uv_run(&loop, UV_RUN_NOWAIT);
+	int rc = uv_loop_close(&loop);
+	if (rc)
+		lokrd_log(LOKRD_LOG_ERROR, "uv_loop_close: %s (a handle leaked)", uv_strerror(rc));
+	lokrd_http_free(&s);
+	lokrd_registry_free(s.reg);
+	lokr_base_free(s.base);
+	lokrd_shm_close(&s.shm);
+	return s.exit_code ? s.exit_code : (rc ? 1 : 0);
+}
+
+/* ------------------------------------------------------------ supervisor */
+
+static pid_t spawn(const lokrd_options *o, int listen_fd, int shm_fd, const sigset_t *old)
+{
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	sigprocmask(SIG_SETMASK, old, NULL);
+	_exit(serve(o, listen_fd, shm_fd));
+}
+
+static int supervise(const lokrd_options *o, int listen_fd)
+{
+	lokrd_shm shm = LOKRD_SHM_INIT;
+	lokr_base *base = NULL;
+	char err[1024];
+	uint64_t t0 = uv_hrtime();
+	if (lokrd_shm_load((const char *const *)o->base, o->nbase, &shm, &base, err, sizeof err)) {
+		lokrd_log(LOKRD_LOG_ERROR, "cannot load the base: %s", err);
+		return 1;
+	}
+	lokrd_log(LOKRD_LOG_INFO, "base sealed in %s (%llu bytes) in %.1f ms; starting %d workers",
+	          shm.name, (unsigned long long)shm.len, (double)(uv_hrtime() - t0) / 1e6,
+	          o->workers);
+	/* The supervisor keeps only the fd: workers map and verify it. */
+	lokr_base_free(base);
+	munmap((void *)shm.map, shm.len);
+	shm.map = NULL;
+
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	int n = o->workers;
+	pid_t *pids = calloc((size_t)n, sizeof *pids);
+	uint64_t *started = calloc((size_t)n, sizeof *started);
+	if (!pids || !started)
+		abort();
+	for (int i = 0; i < n; i++) {
+		pids[i] = spawn(o, listen_fd, shm.fd, &old);
+		started[i] = uv_hrtime();
+	}
+	int stopping = 0, alive = n, rc = 0;
+	while (alive > 0) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+		if (sig < 0)
+			continue;
+		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+			if (sig != SIGHUP)
+				stopping = 1;
+			for (int i = 0; i < n; i++)
+				if (pids[i] > 0)
+					kill(pids[i], sig == SIGHUP ? SIGHUP : SIGTERM);
+			continue;
+		}
+		int status;
+		pid_t pid;
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			int i = 0;
+			while (i < n && pids[i] != pid)
+				i++;
+			if (i == n)
+				continue;
+			int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+			if (stopping || clean) {
+				if (!clean)
+					rc = 1;
+				pids[i] = 0;
+				alive--;
+				continue;
+			}
+			lokrd_log(LOKRD_LOG_WARN, "worker %ld died (%s %d); starting a new one",
+			          (long)pid, WIFSIGNALED(status) ? "signal" : "exit",
+			          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+			if (uv_hrtime() - started[i] < 1000000000ull)
+				sleep(1); /* a worker that dies at once must not spin */
+			pids[i] = spawn(o, listen_fd, shm.fd, &old);
+			started[i] = uv_hrtime();
+		}
+	}
+	free(pids);
+	free(started);
+	lokrd_shm_close(&shm);
+	lokrd_log(LOKRD_LOG_INFO, "all workers stopped");
+	return rc;
+}
+
+/* ------------------------------------------------------------ main */
+
+int main(int argc, char **argv)
+{
+	/* OpenBLAS creates its threads when the library loads, so one BLAS
+	 * thread per compute thread must be set in the environment before
+	 * exec (reliability.md §4): re-exec once if it is not. */
+	if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("LOKRD_REEXEC")) {
+		setenv("OPENBLAS_NUM_THREADS", "1", 1);
+		setenv("LOKRD_REEXEC", "1", 1);
+		execv("/proc/self/exe", argv);
+		/* exec failed: carry on with the guard below */
+	}
+	unsetenv("LOKRD_REEXEC");
+	openblas_set_num_threads(1);
+	signal(SIGPIPE, SIG_IGN);
+
+	lokrd_options o;
+	int pr = lokrd_options_parse(&o, argc, argv);
+	if (pr == LOKRD_OPTIONS_EXIT_OK)
+		return 0;
+	if (pr != LOKRD_OPTIONS_RUN)
+		return 2;
+	lokrd_log_setup(o.log_format, getenv("LOKRD_DEBUG") ? LOKRD_LOG_DEBUG : LOKRD_LOG_INFO);
+
+	/* Idle keep-alive connections are cheap; let the fd limit allow them. */
+	struct rlimit rl;
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	int fd = open_listener(&o);
+	if (fd < 0) {
+		lokrd_options_free(&o);
+		return 1;
+	}
+	int rc = o.workers > 1 ? supervise(&o, fd) : serve(&o, fd, -1);
+	close(fd);
+	lokrd_options_free(&o);
+	return rc;
+}

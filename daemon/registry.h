@@ -1,0 +1,141 @@
+/*
+ * registry.h - the adapter registry: a lazy view of DIR/<id>.safetensors
+ * with a memory-budgeted LRU cache of loaded (validated) adapters.
+ *
+ * - Lookups stat the file; a loaded version whose file identity (device,
+ *   inode, size, mtime) still matches is a hit.  Otherwise the adapter is
+ *   loaded on the worker pool, once for all concurrent lookups
+ *   (single-flight).  A file that fails to load answers 422 with the same
+ *   reason at every lookup until the file changes.
+ * - Versions are reference counted: a request holds the version it started
+ *   with, so replacing, deleting or evicting an adapter never disturbs a
+ *   request in flight.
+ * - Resident bytes (factors, DoRA vectors and plans, as the library counts
+ *   them) are kept under the budget by evicting the least recently used
+ *   unpinned adapters.
+ *
+ * Loop thread only, except where a function says otherwise.
+ */
+#ifndef LOKRD_REGISTRY_H
+#define LOKRD_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "lokr.h"
+#include "metrics.h"
+#include "pool.h"
+
+#define LOKRD_ID_MAX 128
+
+/* True if `id` matches [A-Za-z0-9][A-Za-z0-9._-]{0,127}. */
+int lokrd_id_valid(const char *id);
+
+/* Identity of an adapter file: any change means a new version. */
+typedef struct lokrd_file_ident {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	int64_t mtime_ns;
+} lokrd_file_ident;
+
+/* Summary shown by GET /v1/adapters (known from a load or a header scan). */
+typedef struct lokrd_summary {
+	char algos[32]; /* "lokr,loha" */
+	int dora;
+	int64_t layers;
+} lokrd_summary;
+
+/* One loaded, validated adapter version.  Immutable except `refs`. */
+typedef struct lokrd_ver {
+	int refs;              /* loop thread only */
+	lokr_adapter *adapter; /* owned */
+	char id[LOKRD_ID_MAX + 1];
+	lokrd_file_ident ident;
+	uint64_t resident_bytes;
+	lokrd_summary summary;
+} lokrd_ver;
+
+typedef struct lokrd_registry lokrd_registry;
+
+/* Outcome of a lookup: on success `ver` is a new reference and status 200;
+ * otherwise ver is NULL and status/code/msg describe the error
+ * (404 adapter_not_found, 422 adapter_invalid, 500 internal). */
+typedef struct lokrd_lookup {
+	lokrd_ver *ver;
+	unsigned status;
+	const char *code;
+	const char *msg;
+} lokrd_lookup;
+
+typedef void (*lokrd_lookup_cb)(void *arg, const lokrd_lookup *res);
+
+lokrd_registry *lokrd_registry_new(const char *dir, uint64_t budget, lokrd_pool *pool,
+                                   lokrd_metrics *metrics);
+void lokrd_registry_free(lokrd_registry *r);
+/* The base the adapters are validated against (set once it is attached). */
+void lokrd_registry_set_base(lokrd_registry *r, const lokr_base *base);
+
+/* Look `id` up (must be valid).  Calls cb exactly once: synchronously for
+ * a hit or an immediate error (returns 1), later on the loop thread when a
+ * load is needed (returns 0). */
+int lokrd_registry_get(lokrd_registry *r, const char *id, lokrd_lookup_cb cb, void *arg);
+
+void lokrd_ver_ref(lokrd_ver *v);
+void lokrd_ver_unref(lokrd_ver *v);
+
+/* Pin state of `id` (creates the entry if needed). */
+void lokrd_registry_pin(lokrd_registry *r, const char *id, int pinned);
+/* Residency of `id`: resident (a version in the cache) and pinned. */
+void lokrd_registry_state(lokrd_registry *r, const char *id, int *resident, int *pinned);
+
+/* Writers: PUT and DELETE take the id exclusively; a second writer gets 0
+ * (409).  lokrd_registry_unlock releases it. */
+int lokrd_registry_lock(lokrd_registry *r, const char *id);
+void lokrd_registry_unlock(lokrd_registry *r, const char *id);
+/* Install a version validated by PUT (steals the caller's reference). */
+void lokrd_registry_install(lokrd_registry *r, lokrd_ver *v);
+/* Forget `id` after its file was deleted; in-flight versions live on. */
+void lokrd_registry_forget(lokrd_registry *r, const char *id);
+
+/* A new version for `adapter` (steals it) with refs = 1. */
+lokrd_ver *lokrd_ver_new(const char *id, lokr_adapter *adapter, const lokrd_file_ident *ident);
+
+/* Path of DIR/<id>.safetensors into buf; -1 if too long. */
+int lokrd_registry_path(const lokrd_registry *r, const char *id, char *buf, size_t len);
+const char *lokrd_registry_dir(const lokrd_registry *r);
+
+/* Load and validate the file at `path` against `base` (any thread).  On
+ * success *adapter is new and *ident the identity of what was read.
+ * Returns 0, or the HTTP status (404, 422, 500) with a message. */
+unsigned lokrd_adapter_read(const lokr_base *base, const char *path, lokr_adapter **adapter,
+                            lokrd_file_ident *ident, char *msg, size_t msglen);
+
+/* Summary of a loaded adapter. */
+void lokrd_summary_of(const lokr_adapter *a, lokrd_summary *s);
+/* Summary from a file's header alone (no validation; any thread).  Returns
+ * 0, or -1 with a message. */
+int lokrd_summary_scan(const char *path, lokrd_summary *s, char *msg, size_t msglen);
+
+/* Cache figures for /metrics and /v1/adapters. */
+typedef struct lokrd_registry_stats {
+	uint64_t resident_bytes, budget;
+	uint64_t resident, pinned, known;
+} lokrd_registry_stats;
+void lokrd_registry_stats_get(lokrd_registry *r, lokrd_registry_stats *s);
+/* Comma-separated ids of resident adapters and of adapters being loaded,
+ * into the two buffers (truncated at a bound). */
+void lokrd_registry_ids(lokrd_registry *r, char *resident, size_t rlen, char *waiting, size_t wlen);
+/* Known failure message for `id` with this identity (for the listing), or NULL. */
+const char *lokrd_registry_failure(lokrd_registry *r, const char *id,
+                                   const lokrd_file_ident *ident);
+/* Cached summary for `id` at this identity; 0 if known. */
+int lokrd_registry_summary(lokrd_registry *r, const char *id, const lokrd_file_ident *ident,
+                           lokrd_summary *s);
+
+int lokrd_file_ident_eq(const lokrd_file_ident *a, const lokrd_file_ident *b);
+void lokrd_file_ident_of(const struct stat *st, lokrd_file_ident *id);
+
+#endif

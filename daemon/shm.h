@@ -1,0 +1,44 @@
+/*
+ * shm.h - the base model in shared memory: a sealed memfd holding the blob
+ * of lokr_base_blob_write (magic, version, source identity, layer table,
+ * checksum, f32 data), mapped read-only by every serving process.
+ *
+ * The seals (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) make
+ * the content immutable for everyone, including us, so a process that
+ * inherits or receives the fd can trust the size after checking the seals,
+ * and lokr_base_attach verifies the content before any layer is used.
+ */
+#ifndef LOKRD_SHM_H
+#define LOKRD_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lokr.h"
+
+typedef struct lokrd_shm {
+	int fd;          /* the memfd, -1 when none */
+	const void *map; /* read-only MAP_SHARED mapping, NULL when not mapped */
+	uint64_t len;    /* bytes */
+	char name[64];   /* "memfd:lokrd-base" (what /v1/model reports) */
+} lokrd_shm;
+
+#define LOKRD_SHM_INIT                                                                             \
+	{                                                                                          \
+		.fd = -1                                                                           \
+	}
+
+/* Load the base files, write them into a new sealed memfd and attach to it
+ * (the private copy is freed again).  *base is new and borrows s->map.
+ * Returns 0, or -1 with a message in err. */
+int lokrd_shm_load(const char *const *paths, size_t npaths, lokrd_shm *s, lokr_base **base,
+                   char *err, size_t errlen);
+
+/* Map s->fd read-only after checking its seals and size, and attach (which
+ * verifies the blob).  Used by processes that inherit or receive the fd. */
+int lokrd_shm_attach(lokrd_shm *s, lokr_base **base, char *err, size_t errlen);
+
+/* Unmap and close (after every base attached to it is freed). */
+void lokrd_shm_close(lokrd_shm *s);
+
+#endif
