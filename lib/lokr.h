@@ -371,83 +371,6 @@ LOKR_API int lokr_apply_conv2d(const lokr_base *base, size_t layer, const lokr_a
                                size_t nset, const lokr_conv2d_params *p, const float *x,
                                int64_t batch, int64_t h, int64_t w, float *y, lokr_error *err);
 
-/* -------------------------------------------------------------- extraction */
-
-/* A Kronecker split of a layer: W1 (m1 x n1), W2 (m2 x n2 [x kernel]),
- * out = m1*m2, in = n1*n2 input channels (the kernel stays in W2). */
-typedef struct lokr_kron_split {
-	int64_t m1, n1, m2, n2;
-} lokr_kron_split;
-
-/* LyCORIS's split (lycoris-format.md 3.4-3.5): (out_l, out_k) =
- * lokr_factorize(out, F), (in_m, in_n) = lokr_factorize(in, F); W1 =
- * out_l x in_m, W2 = out_k x in_n; `unbalanced` swaps the output pair. */
-LOKR_API int lokr_extract_split(int64_t out, int64_t in, int64_t factor, int unbalanced,
-                                lokr_kron_split *s);
-
-/* Minimum side of the rearranged matrix up to which the leading singular
- * pair comes from a Gram matrix + LAPACK dsyevr; above it, from a block
- * subspace iteration on BLAS. */
-#define LOKR_EXTRACT_GRAM_MAX 2048
-
-enum { LOKR_EXTRACT_AUTO = 0, LOKR_EXTRACT_GRAM, LOKR_EXTRACT_ITERATE };
-
-typedef struct lokr_extract_opts {
-	int64_t rank;       /* 0: both factors full; r > 0: W2 as (m2 x r)(r x n2*kk) when
-	                     * that stores fewer parameters than full W2 */
-	int decompose_both; /* with rank: W1 as (m1 x r)(r x n1) under the same rule */
-	int refine;         /* alternating least-squares sweeps after truncation; <0: default */
-	int method;         /* LOKR_EXTRACT_AUTO / _GRAM / _ITERATE (tests) */
-} lokr_extract_opts;
-
-/* Result of lokr_extract_kron: dW ~ W1 (x) W2 with scale 1.  Exactly one of
- * w1 / (w1_a, w1_b) and one of w2 / (w2_a, w2_b) has data. */
-typedef struct lokr_kron_fit {
-	lokr_kron_split split;
-	int64_t kk;
-	int64_t rank; /* rank of the low-rank factors; 0 if both are full */
-	int w1_lowrank, w2_lowrank;
-	lokr_mat w1, w1_a, w1_b; /* (m1 x n1) | (m1 x r), (r x n1) */
-	lokr_mat w2, w2_a, w2_b; /* (m2 x n2*kk) | (m2 x r), (r x n2*kk) */
-	double norm;             /* |dW|_F */
-	double sigma1;           /* leading singular value of the rearranged dW */
-	double err_nkp;          /* sqrt(1 - sigma1^2/|dW|^2): error of the full NKP */
-	double resid;            /* |dW - W1 (x) W2|_F of the stored float factors, exact */
-	double rel_err;          /* resid / norm (0 when dW = 0) */
-	uint64_t params;         /* parameters stored (alpha not counted) */
-	int sweeps;              /* subspace iterations used (0 for the Gram path) */
-} lokr_kron_fit;
-
-/* Nearest Kronecker product of dw (out x in*kk, row-major) for `split`,
- * optionally low-rank (opts may be NULL: full).  Fills *fit with new
- * matrices; free with lokr_extract_fit_free (also safe after a failure).
- * Thread-safe.  LOKR_EINVAL (split does not fit, non-finite dW), LOKR_ERANGE,
- * LOKR_ENOMEM (needs about 8*out*in*kk bytes of scratch). */
-LOKR_API int lokr_extract_kron(const float *dw, int64_t out, int64_t in, int64_t kk,
-                               const lokr_kron_split *split, const lokr_extract_opts *opts,
-                               lokr_kron_fit *fit, lokr_error *err);
-LOKR_API void lokr_extract_fit_free(lokr_kron_fit *fit);
-
-/* Which factors a rank makes low-rank (the rule lokr_extract_kron uses). */
-LOKR_API int lokr_extract_lowrank(const lokr_kron_split *s, int64_t kk, int64_t rank,
-                                  int decompose_both, int *w1_lowrank, int *w2_lowrank);
-/* Parameters stored for a split and rank (0 = full). */
-LOKR_API uint64_t lokr_extract_params(const lokr_kron_split *s, int64_t kk, int64_t rank,
-                                      int decompose_both);
-
-/* Evaluation orders of (W1 (x) W2) x (lycoris-format.md 4.2). */
-enum {
-	LOKR_ORDER_W2_FIRST = 0,      /* order A: X W2^T, then W1 */
-	LOKR_ORDER_W1_FIRST,          /* order B: W1 X, then W2^T */
-	LOKR_ORDER_W2_FIRST_FACTORED, /* order A with W2 kept as w2_a w2_b */
-	LOKR_ORDER_W1_FIRST_FACTORED, /* order B with W2 kept as w2_a w2_b */
-};
-/* Multiply-adds per row (token, or im2col patch for conv) of the cheapest
- * order for a split and W2 rank (0 = full); *order (may be NULL) gets it. */
-LOKR_API uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_t rank, int *order);
-/* "W2-first", "W1-first", "W2-first(factored)", "W1-first(factored)". */
-LOKR_API const char *lokr_extract_order_name(int order);
-
 /* ------------------------------------------------ batch executor and planner */
 
 /*
@@ -535,6 +458,83 @@ LOKR_API int lokr_blas_describe(char *buf, size_t len);
  * layer, and the merge-and-cache threshold.  Returns 0, or LOKR_EINVAL when
  * the module has no plan.  Truncates to len - 1 characters. */
 LOKR_API int lokr_plan_describe(const lokr_module *m, char *buf, size_t len);
+
+/* -------------------------------------------------------------- extraction */
+
+/* A Kronecker split of a layer: W1 (m1 x n1), W2 (m2 x n2 [x kernel]),
+ * out = m1*m2, in = n1*n2 input channels (the kernel stays in W2). */
+typedef struct lokr_kron_split {
+	int64_t m1, n1, m2, n2;
+} lokr_kron_split;
+
+/* LyCORIS's split (lycoris-format.md 3.4-3.5): (out_l, out_k) =
+ * lokr_factorize(out, F), (in_m, in_n) = lokr_factorize(in, F); W1 =
+ * out_l x in_m, W2 = out_k x in_n; `unbalanced` swaps the output pair. */
+LOKR_API int lokr_extract_split(int64_t out, int64_t in, int64_t factor, int unbalanced,
+                                lokr_kron_split *s);
+
+/* Minimum side of the rearranged matrix up to which the leading singular
+ * pair comes from a Gram matrix + LAPACK dsyevr; above it, from a block
+ * subspace iteration on BLAS. */
+#define LOKR_EXTRACT_GRAM_MAX 4096
+
+enum { LOKR_EXTRACT_AUTO = 0, LOKR_EXTRACT_GRAM, LOKR_EXTRACT_ITERATE };
+
+typedef struct lokr_extract_opts {
+	int64_t rank;       /* 0: both factors full; r > 0: W2 as (m2 x r)(r x n2*kk) when
+	                     * that stores fewer parameters than full W2 */
+	int decompose_both; /* with rank: W1 as (m1 x r)(r x n1) under the same rule */
+	int refine;         /* alternating least-squares sweeps after truncation; <0: default */
+	int method;         /* LOKR_EXTRACT_AUTO / _GRAM / _ITERATE (tests) */
+} lokr_extract_opts;
+
+/* Result of lokr_extract_kron: dW ~ W1 (x) W2 with scale 1.  Exactly one of
+ * w1 / (w1_a, w1_b) and one of w2 / (w2_a, w2_b) has data. */
+typedef struct lokr_kron_fit {
+	lokr_kron_split split;
+	int64_t kk;
+	int64_t rank; /* rank of the low-rank factors; 0 if both are full */
+	int w1_lowrank, w2_lowrank;
+	lokr_mat w1, w1_a, w1_b; /* (m1 x n1) | (m1 x r), (r x n1) */
+	lokr_mat w2, w2_a, w2_b; /* (m2 x n2*kk) | (m2 x r), (r x n2*kk) */
+	double norm;             /* |dW|_F */
+	double sigma1;           /* leading singular value of the rearranged dW */
+	double err_nkp;          /* sqrt(1 - sigma1^2/|dW|^2): error of the full NKP */
+	double resid;            /* |dW - W1 (x) W2|_F of the stored float factors, exact */
+	double rel_err;          /* resid / norm (0 when dW = 0) */
+	uint64_t params;         /* parameters stored (alpha not counted) */
+	int sweeps;              /* subspace iterations used (0 for the Gram path) */
+} lokr_kron_fit;
+
+/* Nearest Kronecker product of dw (out x in*kk, row-major) for `split`,
+ * optionally low-rank (opts may be NULL: full).  Fills *fit with new
+ * matrices; free with lokr_extract_fit_free (also safe after a failure).
+ * Thread-safe.  LOKR_EINVAL (split does not fit, non-finite dW), LOKR_ERANGE,
+ * LOKR_ENOMEM (needs about 8*out*in*kk bytes of scratch). */
+LOKR_API int lokr_extract_kron(const float *dw, int64_t out, int64_t in, int64_t kk,
+                               const lokr_kron_split *split, const lokr_extract_opts *opts,
+                               lokr_kron_fit *fit, lokr_error *err);
+LOKR_API void lokr_extract_fit_free(lokr_kron_fit *fit);
+
+/* Which factors a rank makes low-rank (the rule lokr_extract_kron uses). */
+LOKR_API int lokr_extract_lowrank(const lokr_kron_split *s, int64_t kk, int64_t rank,
+                                  int decompose_both, int *w1_lowrank, int *w2_lowrank);
+/* Parameters stored for a split and rank (0 = full). */
+LOKR_API uint64_t lokr_extract_params(const lokr_kron_split *s, int64_t kk, int64_t rank,
+                                      int decompose_both);
+
+/* Evaluation orders of (W1 (x) W2) x (lycoris-format.md 4.2). */
+enum {
+	LOKR_ORDER_W2_FIRST = 0,      /* order A: X W2^T, then W1 */
+	LOKR_ORDER_W1_FIRST,          /* order B: W1 X, then W2^T */
+	LOKR_ORDER_W2_FIRST_FACTORED, /* order A with W2 kept as w2_a w2_b */
+	LOKR_ORDER_W1_FIRST_FACTORED, /* order B with W2 kept as w2_a w2_b */
+};
+/* Multiply-adds per row (token, or im2col patch for conv) of the cheapest
+ * order for a split and W2 rank (0 = full); *order (may be NULL) gets it. */
+LOKR_API uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_t rank, int *order);
+/* "W2-first", "W1-first", "W2-first(factored)", "W1-first(factored)". */
+LOKR_API const char *lokr_extract_order_name(int order);
 
 #ifdef __cplusplus
 }
