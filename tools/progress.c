@@ -33,6 +33,7 @@ void progress_init(struct progress *p, const char *what, uint64_t total)
 	memset(p, 0, sizeof *p);
 	const char *term = getenv("TERM");
 	p->enabled = isatty(STDERR_FILENO) && !(term && !strcmp(term, "dumb"));
+	p->stdout_tty = isatty(STDOUT_FILENO);
 	p->what = what;
 	p->total = total;
 	p->t0 = now();
@@ -71,7 +72,8 @@ void progress_update(struct progress *p, uint64_t done, const char *item)
 
 void progress_clear(struct progress *p)
 {
-	if (!p->enabled || !p->shown)
+	/* only a terminal shared with stdout needs the bar out of the way */
+	if (!p->enabled || !p->shown || !p->stdout_tty)
 		return;
 	fputs("\r\033[K", stderr);
 	fflush(stderr);
@@ -80,6 +82,10 @@ void progress_clear(struct progress *p)
 
 void progress_end(struct progress *p)
 {
-	progress_clear(p);
+	if (p->enabled && p->shown) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		p->shown = 0;
+	}
 	p->enabled = 0;
 }

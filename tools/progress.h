@@ -20,12 +20,14 @@ struct progress {
 	double t0;        /* start, seconds (monotonic) */
 	double drawn_at;  /* last redraw, seconds; < 0 when nothing is shown */
 	int shown;        /* a bar is on the screen */
+	int stdout_tty;   /* stdout is a terminal too (clear before printing) */
 };
 
 void progress_init(struct progress *p, const char *what, uint64_t total);
 /* Record `done` units and the item being worked on (borrowed, may be NULL). */
 void progress_update(struct progress *p, uint64_t done, const char *item);
-/* Erase the bar (it is redrawn by the next update). */
+/* Erase the bar before printing to stdout, if stdout is a terminal (it is
+ * redrawn by the next update). */
 void progress_clear(struct progress *p);
 /* Erase the bar for good. */
 void progress_end(struct progress *p);

@@ -91,6 +91,14 @@ check "metadata: kohya-style" \
 	 grep -q '^meta ss_network_alpha ' '$T/full.keys'"
 merge_matches "$T/full.out" "$T/full.safetensors" "full"
 
+# progress bar: drawn on a terminal (util-linux script gives a pty), never
+# into a pipe or file (checked above)
+if command -v script >/dev/null 2>&1; then
+	script -qec "'$LOKR' extract --base '$B' --tuned '$TU' -o '$T/tty.safetensors' >/dev/null" \
+		"$T/typescript" >/dev/null 2>&1
+	check "progress bar drawn on a terminal" "grep -q 'extract \\[' '$T/typescript'"
+fi
+
 # --- rank 2: W2 low-rank, alpha = rank ---
 "$LOKR" extract --base "$B" --tuned "$TU" -o "$T/r2.safetensors" --rank 2 >"$T/r2.out" 2>&1
 check "extract --rank 2: exit 0" "[ $? -eq 0 ]"
