@@ -204,6 +204,18 @@ static void test_f16_encode_edges(void **state)
 static void test_f16_roundtrip_all(void **state)
 {
 	(void)state;
+	/* decode of every half against the definition of binary16 */
+	for (uint32_t h = 0; h < 0x10000; h++) {
+		int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+		float got = dec16(LOKR_DTYPE_F16, (uint16_t)h);
+		if (e == 31) {
+			assert_true(m ? isnan(got) : isinf(got));
+		} else {
+			double v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+			assert_true((double)got == (s ? -v : v));
+		}
+		assert_int_equal(!!signbit(got), s);
+	}
 	for (uint32_t h = 0; h < 0x10000; h++) {
 		float f = dec16(LOKR_DTYPE_F16, (uint16_t)h);
 		if (isnan(f)) {
