@@ -13,6 +13,7 @@
  *
  * Kernels never allocate; callers size scratch with lokr__kron_scratch.
  */
+#include <math.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -93,6 +94,8 @@ double lokr__kron_macs(const lokr_kron_factors *f, lokr_kron_order order)
 	double m1 = (double)f->m1, n1 = (double)f->n1, m2 = (double)f->m2, n2 = (double)f->n2;
 	double r = (double)f->r;
 	int dense = f->w2 != NULL;
+	if (order == LOKR_KRON_S)
+		return dense ? HUGE_VAL : r * (n1 * n2 + m1 * n1 + m1 * m2);
 	if (order == LOKR_KRON_A)
 		return (dense ? n1 * n2 * m2 : n1 * r * (n2 + m2)) + m1 * n1 * m2;
 	return m1 * n1 * n2 + (dense ? m1 * n2 * m2 : m1 * r * (n2 + m2));
@@ -107,12 +110,14 @@ lokr_kron_w1step lokr__kron_w1step_pick(const lokr_kron_factors *f, lokr_kron_or
 {
 	if (rows <= 2)
 		return LOKR_W1STEP_ROWS;
-	/* multiply-adds of one row's W1 product */
-	double per_row = order == LOKR_KRON_A ? (double)f->m1 * (double)f->n1 * (double)f->m2
-	                                      : (double)f->m1 * (double)f->n1 * (double)f->n2;
-	/* floats the two permutations move per row */
-	double moved = order == LOKR_KRON_A ? (double)(f->n1 + f->m1) * (double)f->m2
-	                                    : (double)(f->n1 + f->m1) * (double)f->n2;
+	/* the width of the matrix W1 multiplies, per row */
+	double w = order == LOKR_KRON_A   ? (double)f->m2
+	           : order == LOKR_KRON_B ? (double)f->n2
+	                                  : (double)f->r;
+	/* multiply-adds of one row's W1 product, and floats the two
+	 * permutations move per row */
+	double per_row = (double)f->m1 * (double)f->n1 * w;
+	double moved = (double)(f->n1 + f->m1) * w;
 	/* a small call ~ 4096 MACs of fixed cost; a moved float ~ 1 MAC */
 	if (moved < LOKR_PLAN_CALL_MACS + 0.1 * per_row)
 		return LOKR_W1STEP_PERMUTE;
@@ -126,6 +131,10 @@ size_t lokr__kron_scratch(const lokr_kron_factors *f, lokr_kron_order order, lok
 		step = lokr__kron_w1step_pick(f, order, rows);
 	size_t N = (size_t)rows, m1 = (size_t)f->m1, n1 = (size_t)f->n1, m2 = (size_t)f->m2,
 	       n2 = (size_t)f->n2, r = (size_t)f->r;
+	if (order == LOKR_KRON_S) {
+		size_t tu = N * (n1 + m1) * r;
+		return step == LOKR_W1STEP_PERMUTE ? 2 * tu : tu;
+	}
 	size_t t = f->w2 ? 0 : N * (order == LOKR_KRON_A ? n1 : m1) * r;
 	if (order == LOKR_KRON_A) {
 		size_t mm = N * n1 * m2;
@@ -188,6 +197,25 @@ void lokr__kron_apply(const lokr_kron_factors *f, lokr_kron_order order, lokr_kr
 		step = lokr__kron_w1step_pick(f, order, rows);
 	const int64_t m1 = f->m1, n1 = f->n1, m2 = f->m2, n2 = f->n2, N = rows;
 	const int64_t out = m1 * m2, in = n1 * n2;
+	if (order == LOKR_KRON_S) {
+		const int64_t r = f->r;
+		float *T = scratch;                                /* (N, n1, r) */
+		float *U = T + (size_t)N * (size_t)n1 * (size_t)r; /* (N, m1, r) */
+		lokr__mm_nt(N * n1, r, n2, 1.0f, x, n2, f->w2b, n2, 0.0f, T, r);
+		if (step == LOKR_W1STEP_ROWS) {
+			for (int64_t n = 0; n < N; n++)
+				lokr__mm_nn(m1, r, n1, 1.0f, f->w1, n1, T + n * n1 * r, r, 0.0f,
+				            U + n * m1 * r, r);
+		} else {
+			float *Tp = U + (size_t)N * (size_t)m1 * (size_t)r; /* (n1, N, r) */
+			float *Z = Tp + (size_t)N * (size_t)n1 * (size_t)r; /* (m1, N, r) */
+			permute_chunks(T, N, n1, r, Tp);
+			lokr__mm_nn(m1, N * r, n1, 1.0f, f->w1, n1, Tp, N * r, 0.0f, Z, N * r);
+			permute_chunks(Z, m1, N, r, U);
+		}
+		lokr__mm_nt(N * m1, m2, r, alpha, U, r, f->w2a, r, beta, y, m2);
+		return;
+	}
 	float *t = scratch;
 	float *s =
 	    scratch +

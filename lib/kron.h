@@ -20,6 +20,8 @@
 typedef enum lokr_kron_order {
 	LOKR_KRON_A = 0, /* W2 first: M = X W2^T (n1 x m2), Y = W1 M; n1*m2*(n2 + m1) */
 	LOKR_KRON_B = 1, /* W1 first: L = W1 X (m1 x n2), Y = L W2^T; m1*n2*(n1 + m2) */
+	LOKR_KRON_S = 2, /* low-rank W2 only, W1 in the middle: T = X w2b^T (n1 x r),
+	                  * U = W1 T (m1 x r), Y = U w2a^T; r*(n1*n2 + m1*n1 + m1*m2) */
 } lokr_kron_order;
 
 /* How the per-row W1 product is done when a call has several rows. */
@@ -95,7 +97,7 @@ struct lokr_plan {
 	int w2_lowrank;  /* the module stores W2 low-rank (kept or expanded) */
 	int tucker; /* W2 (LoKr) / down (LoCon) / both Hadamard factors (LoHa) rebuilt from a core
 	             */
-	double macs_opt[4]; /* per row: A dense, B dense, A low-rank, B low-rank (0 if n/a) */
+	double macs_opt[5]; /* per row: A dense, B dense, A low-rank, B low-rank, S (0 if n/a) */
 
 	/* LOWRANK: dW = up (out x r) down (r x width) */
 	const float *up, *down;

@@ -120,6 +120,7 @@ static int plan_lokr(const lokr_layer *layer, lokr_module *m, struct lokr_plan *
 	p->macs_opt[1] = lokr__kron_macs(&dense, LOKR_KRON_B);
 	p->macs_opt[2] = have_lr ? lokr__kron_macs(&lr, LOKR_KRON_A) : 0.0;
 	p->macs_opt[3] = have_lr ? lokr__kron_macs(&lr, LOKR_KRON_B) : 0.0;
+	p->macs_opt[4] = have_lr ? lokr__kron_macs(&lr, LOKR_KRON_S) : 0.0;
 	double best = kron_cost(&dense, LOKR_KRON_A);
 	int pick = 0;
 	double c = kron_cost(&dense, LOKR_KRON_B);
@@ -128,7 +129,7 @@ static int plan_lokr(const lokr_layer *layer, lokr_module *m, struct lokr_plan *
 		pick = 1;
 	}
 	if (have_lr) {
-		for (int o = 0; o < 2; o++) {
+		for (int o = 0; o < 3; o++) {
 			c = kron_cost(&lr, (lokr_kron_order)o);
 			if (c < best) {
 				best = c;
@@ -136,7 +137,7 @@ static int plan_lokr(const lokr_layer *layer, lokr_module *m, struct lokr_plan *
 			}
 		}
 	}
-	p->order = (pick & 1) ? LOKR_KRON_B : LOKR_KRON_A;
+	p->order = pick == 4 ? LOKR_KRON_S : (pick & 1) ? LOKR_KRON_B : LOKR_KRON_A;
 	if (have_lr && pick < 2) {
 		/* expanding wins: build W2 = w2a w2b once */
 		float *w2 = plan_own(p, (size_t)(f->m2 * f->n2));
@@ -317,7 +318,9 @@ uint64_t lokr__plan_bytes(const struct lokr_plan *plan)
 
 int lokr__plan_force_order(struct lokr_plan *plan, lokr_kron_order order)
 {
-	if (!plan || plan->kind != LOKR_PLAN_KRON)
+	if (!plan || plan->kind != LOKR_PLAN_KRON ||
+	    (order == LOKR_KRON_S && plan->kf.w2 != NULL) ||
+	    (order != LOKR_KRON_A && order != LOKR_KRON_B && order != LOKR_KRON_S))
 		return LOKR_EINVAL;
 	plan->order = order;
 	plan->macs_row = lokr__kron_macs(&plan->kf, order);
@@ -387,9 +390,12 @@ int lokr_plan_describe(const lokr_module *m, char *buf, size_t len)
 	case LOKR_PLAN_KRON: {
 		const lokr_kron_factors *f = &p->kf;
 		put(buf, len, &at, "order %s; W1 %lldx%lld%s; W2 %lldx%lld ",
-		    p->order == LOKR_KRON_A ? "A (W2 first)" : "B (W1 first)", (long long)f->m1,
-		    (long long)f->n1, p->w1_expanded ? " (expanded from factors)" : "",
-		    (long long)f->m2, (long long)f->n2);
+		    p->order == LOKR_KRON_A   ? "A (W2 first)"
+		    : p->order == LOKR_KRON_B ? "B (W1 first)"
+		                              : "S (w2_b, W1, w2_a)",
+		    (long long)f->m1, (long long)f->n1,
+		    p->w1_expanded ? " (expanded from factors)" : "", (long long)f->m2,
+		    (long long)f->n2);
 		if (p->tucker)
 			put(buf, len, &at, "(rebuilt from Tucker core)");
 		else if (p->w2_expanded)
@@ -400,8 +406,8 @@ int lokr_plan_describe(const lokr_module *m, char *buf, size_t len)
 			put(buf, len, &at, "(dense)");
 		put(buf, len, &at, "; options A %.0f B %.0f", p->macs_opt[0], p->macs_opt[1]);
 		if (p->w2_lowrank && !p->tucker)
-			put(buf, len, &at, " A-lowrank %.0f B-lowrank %.0f", p->macs_opt[2],
-			    p->macs_opt[3]);
+			put(buf, len, &at, " A-lowrank %.0f B-lowrank %.0f S %.0f", p->macs_opt[2],
+			    p->macs_opt[3], p->macs_opt[4]);
 		break;
 	}
 	case LOKR_PLAN_LOWRANK:

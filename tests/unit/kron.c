@@ -79,8 +79,10 @@ static void check_kron(int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t r
 				ref[n * out + o] =
 				    alpha * s + (beta ? (double)y0[n * out + o] : 0.0);
 			}
-		for (int order = 0; order < 2; order++)
+		for (int order = 0; order < 3; order++)
 			for (int step = 0; step < 3; step++) {
+				if (order == LOKR_KRON_S && f.w2)
+					continue;
 				size_t ns = lokr__kron_scratch(&f, (lokr_kron_order)order,
 				                               (lokr_kron_w1step)step, rows);
 				float *ws = calloc(ns + 1, sizeof *ws);
@@ -173,6 +175,9 @@ static void test_kron_macs(void **state)
 	lokr_kron_factors l = {
 	    4, 4, 320, 320, (const float *)&f, NULL, (const float *)&f, (const float *)&f, 8};
 	assert_true(lokr__kron_macs(&l, LOKR_KRON_A) == 4.0 * 8 * 640 + 4.0 * 4 * 320);
+	/* the sandwich: r (n1 n2 + m1 n1 + m1 m2) */
+	assert_true(lokr__kron_macs(&l, LOKR_KRON_S) == 8.0 * (1280 + 16 + 1280));
+	assert_true(lokr__kron_macs(&f, LOKR_KRON_S) == HUGE_VAL);
 }
 
 int main(void)

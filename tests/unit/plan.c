@@ -89,6 +89,9 @@ static void test_lowrank_w2_kept(void **state)
 	assert_false(m.plan->w2_expanded);
 	assert_null(m.plan->kf.w2);
 	assert_true(m.plan->macs_row < m.plan->macs_opt[0] / 10.0);
+	/* W1 sits between the two W2 factors: r (n1 n2 + m1 n1 + m1 m2) */
+	assert_int_equal(m.plan->order, LOKR_KRON_S);
+	assert_true(m.plan->macs_row == 8.0 * (1280 + 16 + 1280));
 	for (int64_t rows = 1; rows <= 7; rows += 6)
 		assert_true(apply_err(&m, rows, LOKR_W1STEP_AUTO) <= TOL);
 	module_free(&m);
@@ -98,8 +101,8 @@ static void test_lowrank_w2_expanded(void **state)
 {
 	(void)state;
 	rng g = {3};
-	/* W2 8x8 stored at rank 4 (a foreign file): the dense W2 is cheaper */
-	lokr_module m = make_lokr(&g, 40, 40, 8, 8, 0, 4, 1.0f);
+	/* W2 8x8 stored at rank 7 (a foreign file): the dense W2 is cheaper */
+	lokr_module m = make_lokr(&g, 40, 40, 8, 8, 0, 7, 1.0f);
 	plan_ok(&m);
 	assert_true(m.plan->w2_lowrank);
 	assert_true(m.plan->w2_expanded);
@@ -145,7 +148,12 @@ static void test_force_order(void **state)
 		lokr_module m = make_lokr(&g, shapes[i][0], shapes[i][1], shapes[i][2],
 		                          shapes[i][3], 0, shapes[i][4], 1.0f);
 		plan_ok(&m);
-		for (int o = 0; o < 2; o++) {
+		for (int o = 0; o < 3; o++) {
+			if (o == LOKR_KRON_S && m.plan->kf.w2) {
+				assert_int_equal(lokr__plan_force_order(m.plan, LOKR_KRON_S),
+				                 LOKR_EINVAL);
+				continue;
+			}
 			assert_int_equal(lokr__plan_force_order(m.plan, (lokr_kron_order)o),
 			                 LOKR_OK);
 			assert_int_equal(m.plan->order, o);
