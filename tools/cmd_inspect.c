@@ -104,9 +104,12 @@ static const lokr_st_tensor *get(const lokr_st_file *f, const struct group *g, c
 	return NULL;
 }
 
-static int64_t kernel_of(const lokr_st_tensor *t, int from)
+/* Product of t's dims from `from` on; sets *known when t has kernel dims. */
+static int64_t kernel_of(const lokr_st_tensor *t, int from, int *known)
 {
 	int64_t kk = 1;
+	if (t->ndim > from)
+		*known = 1;
 	for (int i = from; i < t->ndim; i++)
 		kk *= t->shape[i];
 	return kk;
@@ -146,6 +149,7 @@ static int analyze_module(const lokr_st_file *f, const struct group *g, struct v
 {
 	const lokr_st_tensor *t;
 	int64_t r1 = 0, r2 = 0;
+	int known = 0; /* the kernel dims were stored */
 	v->kk = 1;
 	if (get(f, g, "lora_up.weight") || get(f, g, "lora_down.weight")) {
 		const lokr_st_tensor *up = get(f, g, "lora_up.weight"),
@@ -158,7 +162,7 @@ static int analyze_module(const lokr_st_file *f, const struct group *g, struct v
 		v->in = down->shape[1];
 		v->rank = down->shape[0];
 		v->tucker = mid != NULL;
-		v->kk = mid ? kernel_of(mid, 2) : kernel_of(down, 2);
+		v->kk = mid ? kernel_of(mid, 2, &known) : kernel_of(down, 2, &known);
 		if (!mid && down->ndim == 2)
 			v->kk = 1;
 	} else if (get(f, g, "hada_w1_a")) {
@@ -172,7 +176,7 @@ static int analyze_module(const lokr_st_file *f, const struct group *g, struct v
 		v->rank = b->shape[0];
 		v->out = t1 ? a->shape[1] : a->shape[0];
 		v->in = b->shape[1];
-		v->kk = t1 ? kernel_of(t1, 2) : kernel_of(b, 2);
+		v->kk = t1 ? kernel_of(t1, 2, &known) : kernel_of(b, 2, &known);
 	} else {
 		const lokr_st_tensor *w1 = get(f, g, "lokr_w1"), *w1a = get(f, g, "lokr_w1_a"),
 		                     *w1b = get(f, g, "lokr_w1_b"), *w2 = get(f, g, "lokr_w2"),
@@ -197,7 +201,7 @@ static int analyze_module(const lokr_st_file *f, const struct group *g, struct v
 			NEED(w2->ndim >= 2, "lokr_w2 is not at least 2-D");
 			v->m2 = w2->shape[0];
 			v->n2 = w2->shape[1];
-			v->kk = kernel_of(w2, 2);
+			v->kk = kernel_of(w2, 2, &known);
 			v->w2_mode = "full";
 		} else {
 			NEED(w2a && w2b && w2a->ndim == 2 && w2b->ndim >= 2,
@@ -206,13 +210,13 @@ static int analyze_module(const lokr_st_file *f, const struct group *g, struct v
 			if (t2) {
 				v->m2 = w2a->shape[1];
 				v->n2 = w2b->shape[1];
-				v->kk = kernel_of(t2, 2);
+				v->kk = kernel_of(t2, 2, &known);
 				v->w2_mode = "tucker";
 				v->tucker = 1;
 			} else {
 				v->m2 = w2a->shape[0];
 				v->n2 = w2b->shape[1];
-				v->kk = kernel_of(w2b, 2);
+				v->kk = kernel_of(w2b, 2, &known);
 				v->w2_mode = "low-rank";
 			}
 		}
@@ -260,7 +264,7 @@ static int analyze_module(const lokr_st_file *f, const struct group *g, struct v
 	}
 	v->full = (uint64_t)v->out * (uint64_t)v->in * (uint64_t)v->kk;
 	/* 4-D tensors but 2-D factors: a conv stored flat, in counts in*kk */
-	for (size_t i = g->first; i < g->last && v->kk == 1; i++)
+	for (size_t i = g->first; i < g->last && v->kk == 1 && !known; i++)
 		if (lokr_st_at(f, i)->ndim > 2)
 			v->kk = 0;
 	return 0;
@@ -425,11 +429,20 @@ static void print_text(const struct report *r)
 			       shape_str(sb, sizeof sb, v->stored[k].shape, v->stored[k].ndim),
 			       k + 1 < v->nstored ? ";" : "");
 		printf("\n");
-		if (!strcmp(v->algo, "lokr"))
+		if (!strcmp(v->algo, "lokr")) {
+			char kern[64] = "";
+			size_t at = 0;
+			if (v->layer)
+				for (int d = 2; d < v->layer_ndim && at < sizeof kern; d++)
+					at += (size_t)snprintf(kern + at, sizeof kern - at,
+					                       "x%" PRId64, v->layer_shape[d]);
+			else if (v->kk > 1)
+				snprintf(kern, sizeof kern, "x(kernel %" PRId64 ")", v->kk);
 			printf("  split: W1 %" PRId64 "x%" PRId64 " (%s) (x) W2 %" PRId64
-			       "x%" PRId64 "%s (%s)\n",
-			       v->m1, v->n1, v->w1_mode, v->m2, v->n2, v->kk > 1 ? "xk" : "",
-			       v->w2_mode);
+			       "x%" PRId64 "%s (%s)%s\n",
+			       v->m1, v->n1, v->w1_mode, v->m2, v->n2, kern, v->w2_mode,
+			       v->kk ? "" : "  [W2 columns are n2*kernel]");
+		}
 		printf("  rank %" PRId64 "%s, tucker %s\n", v->rank,
 		       v->rank ? "" : " (no low-rank factor)", v->tucker ? "yes" : "no");
 		if (v->has_alpha)
