@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "log.h"
@@ -391,8 +392,14 @@ int lokrd_http_start(lokrd_server *s, int listen_fd)
 
 void lokrd_http_quiesce(lokrd_server *s)
 {
-	if (s->http && s->http->d)
-		MHD_quiesce_daemon(s->http->d);
+	/* MHD hands the listening socket back; closing our copy makes new
+	 * connections fail at once instead of waiting in the backlog (with
+	 * --workers, the socket closes when the last process lets go). */
+	if (s->http && s->http->d) {
+		MHD_socket fd = MHD_quiesce_daemon(s->http->d);
+		if (fd != MHD_INVALID_SOCKET)
+			close(fd);
+	}
 	lokrd_http_pump(s);
 }
 

@@ -315,8 +315,10 @@ static int supervise(const lokrd_options *o, int listen_fd)
 		if (sig < 0)
 			continue;
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
-			if (sig != SIGHUP)
+			if (sig != SIGHUP && !stopping) {
 				stopping = 1;
+				close(listen_fd); /* the workers hold the last copies */
+			}
 			for (int i = 0; i < n; i++)
 				if (pids[i] > 0)
 					kill(pids[i], sig == SIGHUP ? SIGHUP : SIGTERM);
@@ -349,6 +351,8 @@ static int supervise(const lokrd_options *o, int listen_fd)
 	}
 	free(pids);
 	free(started);
+	if (!stopping)
+		close(listen_fd);
 	lokrd_shm_close(&shm);
 	lokrd_log(LOKRD_LOG_INFO, "all workers stopped");
 	return rc;
@@ -390,8 +394,8 @@ int main(int argc, char **argv)
 		lokrd_options_free(&o);
 		return 1;
 	}
+	/* The socket is closed by MHD at stop, or after quiesce (SIGTERM). */
 	int rc = o.workers > 1 ? supervise(&o, fd) : serve(&o, fd, -1);
-	close(fd);
 	lokrd_options_free(&o);
 	return rc;
 }

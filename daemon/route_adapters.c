@@ -524,9 +524,23 @@ void lokrd_route_adapter_put_body(lokrd_req *r, const char *data, size_t n)
 	}
 }
 
+static void put_check(put_state *ps);
+
+/* Validate and move into place; on any failure the temp file is removed
+ * here, before the answer goes out, so a client that lists the directory
+ * after a 4xx/5xx never sees it. */
 static void put_run(lokrd_task *t)
 {
 	put_state *ps = (put_state *)t;
+	put_check(ps);
+	if (ps->status != 200 && ps->status != 201 && ps->tmp_exists) {
+		unlink(ps->tmp);
+		ps->tmp_exists = 0;
+	}
+}
+
+static void put_check(put_state *ps)
+{
 	if (fsync(ps->fd)) {
 		ps->status = (errno == ENOSPC || errno == EDQUOT) ? 507 : 500;
 		snprintf(ps->msg, sizeof ps->msg, "fsync of the upload: %s", strerror(errno));
