@@ -129,6 +129,8 @@ const char *lokr_extract_order_name(int order)
 		return "W2-first(factored)";
 	case LOKR_ORDER_W1_FIRST_FACTORED:
 		return "W1-first(factored)";
+	case LOKR_ORDER_SANDWICH:
+		return "sandwich";
 	default:
 		return "?";
 	}
@@ -139,8 +141,9 @@ const char *lokr_extract_order_name(int order)
  * cost model (lokr__kron_macs, lib/kron.c; lycoris-format.md 4.2) with
  * n2 -> n2*kk (a conv row is one im2col patch, 4.4), without the planner's
  * per-call overheads.  W2 either materialized (cost independent of the
- * rank) or, when low-rank pays, kept as w2_a w2_b; the cheapest of the
- * (up to) four is returned and its LOKR_ORDER_* stored.
+ * rank) or, when low-rank pays, kept as w2_a w2_b (orders A and B on the
+ * factors, and the planner's sandwich w2_b, W1, w2_a); the cheapest of the
+ * (up to) five is returned and its LOKR_ORDER_* stored.
  */
 uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_t rank, int *order)
 {
@@ -149,17 +152,18 @@ uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_t rank, i
 	static const float dummy = 0;
 	lokr_kron_factors f = {
 	    .m1 = s->m1, .n1 = s->n1, .m2 = s->m2, .n2 = s->n2 * kk, .w1 = &dummy, .w2 = &dummy};
-	double cost[4] = {lokr__kron_macs(&f, LOKR_KRON_A), lokr__kron_macs(&f, LOKR_KRON_B),
-	                  INFINITY, INFINITY};
+	double cost[5] = {lokr__kron_macs(&f, LOKR_KRON_A), lokr__kron_macs(&f, LOKR_KRON_B),
+	                  INFINITY, INFINITY, INFINITY};
 	if (lowrank_pays(s->m2, s->n2 * kk, rank)) {
 		f.w2 = NULL;
 		f.w2a = f.w2b = &dummy;
 		f.r = rank;
 		cost[2] = lokr__kron_macs(&f, LOKR_KRON_A);
 		cost[3] = lokr__kron_macs(&f, LOKR_KRON_B);
+		cost[4] = lokr__kron_macs(&f, LOKR_KRON_S);
 	}
 	int best = 0;
-	for (int i = 1; i < 4; i++)
+	for (int i = 1; i < 5; i++)
 		if (cost[i] < cost[best])
 			best = i;
 	if (order)

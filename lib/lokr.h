@@ -529,11 +529,13 @@ enum {
 	LOKR_ORDER_W1_FIRST,          /* order B: W1 X, then W2^T */
 	LOKR_ORDER_W2_FIRST_FACTORED, /* order A with W2 kept as w2_a w2_b */
 	LOKR_ORDER_W1_FIRST_FACTORED, /* order B with W2 kept as w2_a w2_b */
+	LOKR_ORDER_SANDWICH,          /* low-rank W2: X w2_b^T, then W1, then w2_a^T */
 };
 /* Multiply-adds per row (token, or im2col patch for conv) of the cheapest
  * order for a split and W2 rank (0 = full); *order (may be NULL) gets it. */
 LOKR_API uint64_t lokr_extract_macs(const lokr_kron_split *s, int64_t kk, int64_t rank, int *order);
-/* "W2-first", "W1-first", "W2-first(factored)", "W1-first(factored)". */
+/* "W2-first", "W1-first", "W2-first(factored)", "W1-first(factored)",
+ * "sandwich". */
 LOKR_API const char *lokr_extract_order_name(int order);
 
 #ifdef __cplusplus

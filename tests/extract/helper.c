@@ -14,6 +14,10 @@
  *       per changed layer: "<name> <|merged - tuned| / |tuned - base|>"
  *   helper keys FILE
  *       "<tensor> <dtype> <shape>" per tensor, then "meta <key> <value>" lines
+ *   helper perturb BASE OUT [RANK]
+ *       OUT = BASE with every 2-D..5-D .weight changed by a fine-tune-like
+ *       delta: a random rank-RANK (default 8) product of 1% of |W| plus 0.1%
+ *       noise (all float tensors written as F32; others copied)
  *   helper report-json FILE
  *       checks the factorize-report JSON structure; prints
  *       "<layer> <factor> <unbalanced> <rel_err> <params> <budget>" per entry
@@ -226,6 +230,82 @@ static int keys(const char *path)
 	return 0;
 }
 
+/* A fine-tune-like delta on every weight of BASE (see the top comment). */
+static int perturb(const char *in, const char *outp, int64_t rank)
+{
+	lokr_st_file *f = NULL;
+	lokr_error e = {0};
+	if (lokr_st_open(in, &f, &e)) {
+		fprintf(stderr, "helper: %s\n", e.msg);
+		return 1;
+	}
+	size_t n = lokr_st_count(f);
+	lokr_st_spec *specs = calloc(n, sizeof *specs);
+	float **bufs = calloc(n, sizeof *bufs);
+	if (!specs || !bufs)
+		return 3;
+	for (size_t i = 0; i < n; i++) {
+		const lokr_st_tensor *t = lokr_st_at(f, i);
+		lokr_st_spec *s = &specs[i];
+		s->name = t->name;
+		s->ndim = t->ndim;
+		for (int d = 0; d < t->ndim; d++)
+			s->shape[d] = t->shape[d];
+		if (t->dtype == LOKR_DTYPE_OTHER) {
+			s->dtype_name = t->dtype_name;
+			s->data = t->data;
+			continue;
+		}
+		float *w = malloc((t->nelem ? t->nelem : 1) * sizeof *w);
+		if (!w || lokr_st_tensor_f32(t, w, &e))
+			return 3;
+		bufs[i] = w;
+		s->dtype_name = "F32";
+		s->data = w;
+		size_t len = strlen(t->name);
+		if (t->ndim < 2 || len < 7 || strcmp(t->name + len - 7, ".weight"))
+			continue;
+		int64_t rows = t->shape[0], cols = (int64_t)t->nelem / rows;
+		double wn = 0;
+		for (uint64_t k = 0; k < t->nelem; k++)
+			wn += (double)w[k] * w[k];
+		wn = sqrt(wn);
+		float *a = randm(rows * rank, 1.0f), *b = randm(rank * cols, 1.0f);
+		float *d = calloc((size_t)(rows * cols), sizeof *d);
+		double dn = 0;
+		for (int64_t x = 0; x < rows; x++)
+			for (int64_t y = 0; y < cols; y++) {
+				double acc = 0;
+				for (int64_t l = 0; l < rank; l++)
+					acc += (double)a[x * rank + l] * b[l * cols + y];
+				d[x * cols + y] = (float)acc;
+				dn += acc * acc;
+			}
+		double sc = dn > 0 ? 0.01 * wn / sqrt(dn) : 0;
+		double noise = 0.001 * wn / sqrt((double)(rows * cols));
+		for (int64_t k = 0; k < rows * cols; k++)
+			w[k] += (float)(sc * d[k] + noise * nrand());
+		free(a);
+		free(b);
+		free(d);
+	}
+	size_t nm = lokr_st_metadata_count(f);
+	const char **mk = calloc(nm + 1, sizeof *mk), **mv = calloc(nm + 1, sizeof *mv);
+	for (size_t i = 0; i < nm; i++)
+		lokr_st_metadata_at(f, i, &mk[i], &mv[i]);
+	int rc = lokr_st_write_file(outp, specs, n, mk, mv, nm, &e);
+	if (rc)
+		fprintf(stderr, "helper: %s\n", e.msg);
+	for (size_t i = 0; i < n; i++)
+		free(bufs[i]);
+	free(bufs);
+	free(specs);
+	free(mk);
+	free(mv);
+	lokr_st_close(f);
+	return rc ? 1 : 0;
+}
+
 static int report_json(const char *path)
 {
 	json_error_t je;
@@ -274,9 +354,11 @@ int main(int argc, char **argv)
 		return compare(argv[2], argv[3], argv[4]);
 	if (argc == 3 && !strcmp(argv[1], "keys"))
 		return keys(argv[2]);
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "perturb"))
+		return perturb(argv[2], argv[3], argc == 5 ? strtoll(argv[4], NULL, 10) : 8);
 	if (argc == 3 && !strcmp(argv[1], "report-json"))
 		return report_json(argv[2]);
 	fprintf(stderr, "usage: helper mkpair DIR [nan|shape|missing] | compare B T M | keys F | "
-	                "report-json F\n");
+	                "perturb B OUT [RANK] | report-json F\n");
 	return 2;
 }

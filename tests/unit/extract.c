@@ -165,15 +165,18 @@ static void test_params_and_macs(void **state)
 		if (t[i].order >= 0)
 			assert_int_equal(order, t[i].order);
 	}
-	/* factor 4 balanced, W2 320x320 at rank 8: factored W2 is cheaper */
+	/* factor 4 balanced, W2 320x320 at rank 8: keeping W2 factored is
+	 * cheaper; the sandwich r*(n1*n2 + m1*n1 + m1*m2) is the cheapest */
 	lokr_kron_split s = {4, 4, 320, 320};
 	int order;
 	uint64_t m = lokr_extract_macs(&s, 1, 8, &order);
-	assert_true(order == LOKR_ORDER_W2_FIRST_FACTORED || order == LOKR_ORDER_W1_FIRST_FACTORED);
-	assert_int_equal(m, 4 * 8 * (320 + 320) + 4 * 4 * 320);
-	assert_string_equal(lokr_extract_order_name(order), order == LOKR_ORDER_W2_FIRST_FACTORED
-	                                                        ? "W2-first(factored)"
-	                                                        : "W1-first(factored)");
+	assert_int_equal(order, LOKR_ORDER_SANDWICH);
+	assert_int_equal(m, 8 * (4 * 320 + 4 * 4 + 4 * 320));
+	assert_string_equal(lokr_extract_order_name(order), "sandwich");
+	/* rank 170 stores more than the dense W2: dense again, A and B tie */
+	m = lokr_extract_macs(&s, 1, 170, &order);
+	assert_int_equal(order, LOKR_ORDER_W2_FIRST);
+	assert_int_equal(m, 4 * 320 * (320 + 4));
 	/* conv: n2 -> n2*kk */
 	assert_int_equal(lokr_extract_params(&s, 9, 0, 0), 16 + 320 * 320 * 9);
 	assert_int_equal(lokr_extract_params(&s, 9, 8, 0), 16 + 8 * (320 + 320 * 9));
