@@ -70,6 +70,7 @@ struct runner {
 	const char *filter;
 	int verbose;
 	int passed, failed;
+	double worst_merge, worst_apply; /* largest rel among passing f32 comparisons */
 };
 
 /* ------------------------------------------------------------ small helpers */
@@ -460,6 +461,8 @@ static void check_merge(struct runner *r, struct check_ctx *c, json_t *chk, int 
 				}
 			} else {
 				double re = rel_err(g, e, gt->nelem);
+				if (!dtype && re <= tol && re > r->worst_merge)
+					r->worst_merge = re;
 				if (!(re <= tol)) {
 					ok = 0;
 					detail_add(detail, sizeof detail, " [%s rel %.3g > %.3g]",
@@ -604,6 +607,8 @@ static void check_apply(struct runner *r, struct check_ctx *c, json_t *chk, int 
 				           lokr_strerror(rc), err.msg);
 		} else {
 			double re = rel_err(y, ye, ys->nelem);
+			if (re <= tol && re > r->worst_apply)
+				r->worst_apply = re;
 			if (!(re <= tol)) {
 				ok = 0;
 				detail_add(detail, sizeof detail, " [%s rel %.3g > %.3g]", layer,
@@ -793,6 +798,8 @@ int main(int argc, char **argv)
 	lokr_base_free(r.base);
 	lokr_st_close(r.base_file);
 	json_decref(m);
+	printf("worst passing rel: merge %.3g (tol 1e-5), apply %.3g (tol 5e-5)\n", r.worst_merge,
+	       r.worst_apply);
 	printf("conformance: %d passed, %d failed\n", r.passed, r.failed);
 	return r.failed ? 1 : 0;
 }
