@@ -16,6 +16,7 @@ int lokr_cmd_merge(int argc, char **argv);
 int lokr_cmd_factorize(int argc, char **argv);
 int lokr_cmd_extract(int argc, char **argv);
 int lokr_cmd_factorize_report(int argc, char **argv);
+int lokr_cmd_demo(int argc, char **argv);
 
 /* Parse a whole string as a decimal integer / a finite number; 0 on
  * success, -1 if the string is empty, has trailing junk or is out of range. */

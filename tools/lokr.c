@@ -28,6 +28,7 @@ static const struct command commands[] = {
      "extract --base BASE --tuned TUNED -o OUT [--factor F] [--unbalanced] [--rank R | --full]"},
     {"factorize-report", lokr_cmd_factorize_report,
      "factorize-report --base BASE --tuned TUNED [--params N] [--json]"},
+    {"demo", lokr_cmd_demo, "demo -o DIR"},
 };
 
 static void usage(FILE *to)
