@@ -208,12 +208,23 @@ static void test_lokr_w1_lowrank(void **state)
 	lokr_both_axes(8, 8, 16, 24, 1, 3, 4, 0, 1.5f);
 }
 
+static void test_lokr_odd_blocks(void **state)
+{
+	(void)state;
+	/* odd n1 above the flush interval; row counts not a multiple of 4 */
+	lokr_both_axes(3, 37, 5, 20, 1, 0, 0, 0, 0.5f);
+	lokr_both_axes(2, 19, 3, 2, 9, 0, 0, 0, 1.0f);
+	lokr_both_axes(7, 1, 3, 33, 1, 0, 2, 0, 2.0f);
+}
+
 static void test_lokr_short_rows(void **state)
 {
 	(void)state;
 	lokr_both_axes(64, 64, 5, 5, 1, 0, 0, 0, 1.0f); /* W1 larger than W2 */
 	lokr_both_axes(127, 4, 1, 32, 1, 0, 0, 0, 1.0f);
 	lokr_both_axes(6, 32, 8, 1, 9, 0, 0, 0, 0.5f); /* n2*kk = 9 */
+	/* all T_j tiles would exceed 2^20 floats: rebuilt per row */
+	lokr_both_axes(1, 512, 2100, 1, 1, 0, 0, 0, 0.75f);
 }
 
 static void test_lokr_conv(void **state)
@@ -334,6 +345,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lokr_unbalanced),
 	    cmocka_unit_test(test_lokr_w1_lowrank),
+	    cmocka_unit_test(test_lokr_odd_blocks),
 	    cmocka_unit_test(test_lokr_short_rows),
 	    cmocka_unit_test(test_lokr_conv),
 	    cmocka_unit_test(test_lora),
