@@ -375,6 +375,8 @@ int lokr_st_write_file(const char *path, const lokr_st_spec *specs, size_t n,
                        const char *const *meta_keys, const char *const *meta_values, size_t nmeta,
                        lokr_error *err)
 {
+	if (n && !specs)
+		return lokr__fail(err, LOKR_EINVAL, "%s: NULL tensor list", path);
 	for (size_t i = 0; i < n; i++)
 		if (!specs[i].data) {
 			/* zero-byte tensors need no data; the layout tells which */
