@@ -52,6 +52,7 @@ typedef struct group_info {
 	size_t first_item; /* an item holding the canonical set */
 	int64_t rows;
 	int64_t row_off;
+	int64_t cursor; /* next free row while items are placed */
 } group_info;
 
 int lokr_exec_new(uint64_t max_scratch, lokr_exec **out, lokr_error *err)
@@ -336,6 +337,8 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 		    "layers",
 		    layer->name);
 	const int64_t in = layer->in, out = layer->out;
+	if (n > (SIZE_MAX >> 8))
+		return lokr__fail(err, LOKR_ERANGE, "exec: %zu items is too many", n);
 
 	/* validate items, count rows and set entries */
 	uint64_t rows_total = 0, nref = 0;
@@ -373,13 +376,18 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 		                  (long long)R, (long long)(in > out ? in : out));
 
 	/* tables */
-	size_t tbytes = n * sizeof(item_info) + nref * sizeof(cref) + n * sizeof(group_info);
+	size_t tsize = 16;
+	while (tsize < 2 * n)
+		tsize *= 2;
+	size_t tbytes = n * sizeof(item_info) + nref * sizeof(cref) + n * sizeof(group_info) +
+	                tsize * sizeof(size_t);
 	int rc = reserve(ctx, 0, tbytes, err);
 	if (rc != LOKR_OK)
 		return rc;
 	item_info *info = (item_info *)ctx->mbuf;
 	cref *crefs = (cref *)(info + n);
 	group_info *groups = (group_info *)(crefs + nref);
+	size_t *table = (size_t *)(groups + n);
 
 	/* canonical sets */
 	size_t nc = 0;
@@ -420,41 +428,46 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 		info[i].hash = h;
 	}
 
-	/* groups, in order of first appearance */
+	/* groups, in order of first appearance, through an open-addressing
+	 * table on the set hash (O(n): a batch of many one-row requests must
+	 * not pay n * groups comparisons) */
 	size_t ng = 0;
+	for (size_t t = 0; t < tsize; t++)
+		table[t] = SIZE_MAX;
 	for (size_t i = 0; i < n; i++) {
 		info[i].group = SIZE_MAX;
 		if (items[i].rows == 0)
 			continue;
-		size_t g = 0;
-		for (; g < ng; g++) {
+		size_t t = (size_t)info[i].hash & (tsize - 1), g;
+		for (;; t = (t + 1) & (tsize - 1)) {
+			g = table[t];
+			if (g == SIZE_MAX) {
+				g = ng++;
+				table[t] = g;
+				groups[g].first_item = i;
+				groups[g].rows = 0;
+				break;
+			}
 			const item_info *f = &info[groups[g].first_item];
 			if (f->hash == info[i].hash && f->ccount == info[i].ccount &&
 			    cref_equal(crefs + f->cfirst, crefs + info[i].cfirst, f->ccount))
 				break;
-		}
-		if (g == ng) {
-			groups[ng].first_item = i;
-			groups[ng].rows = 0;
-			ng++;
 		}
 		info[i].group = g;
 		groups[g].rows += items[i].rows;
 	}
 	int64_t off = 0;
 	for (size_t g = 0; g < ng; g++) {
-		groups[g].row_off = off;
+		groups[g].row_off = groups[g].cursor = off;
 		off += groups[g].rows;
 	}
 	/* each item's first row: groups in order, items in order within a group */
-	for (size_t g = 0; g < ng; g++) {
-		int64_t cur = groups[g].row_off;
-		for (size_t i = groups[g].first_item; i < n; i++)
-			if (info[i].group == g) {
-				info[i].row_off = cur;
-				cur += items[i].rows;
-			}
-	}
+	for (size_t i = 0; i < n; i++)
+		if (info[i].group != SIZE_MAX) {
+			group_info *gr = &groups[info[i].group];
+			info[i].row_off = gr->cursor;
+			gr->cursor += items[i].rows;
+		}
 
 	/* scratch */
 	const int direct = active == 1;

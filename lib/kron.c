@@ -9,7 +9,8 @@
  * chunks (LOKR_W1STEP_PERMUTE): (N, n1, m2) -> (n1, N*m2), multiply, and
  * (m1, N, m2) -> (N, m1, m2) back.  Which one is cheaper depends on the call
  * overhead of a tiny sgemm versus two streaming copies; lokr__kron_w1step_pick
- * chooses from measurements on the target machine (bench/kron_steps).
+ * decides with a rough cost model (on the target machine the two were within
+ * measurement noise of each other for the benchmark shapes).
  *
  * Kernels never allocate; callers size scratch with lokr__kron_scratch.
  */
@@ -28,6 +29,45 @@ static void zero_rows(float *C, int64_t M, int64_t N, int64_t ldc)
 		memset(C + i * ldc, 0, (size_t)N * sizeof *C);
 }
 
+/* A few rows against a big B: OpenBLAS's sgemm packs all of B on every call
+ * (perf: sgemm_incopy was 61 % of a 64-adapter batch of 4x4 (x) 320x320
+ * adapters), while one sgemv per row streams B and finds it in L2 for the
+ * next row.  Hand-written register-blocked kernels for the small products
+ * were tried too (bench/, 320x320 and 1280x1280 batches of 64 adapters)
+ * and were no faster than OpenBLAS's own small-matrix path, so the small
+ * products stay with OpenBLAS. */
+static int skinny(int64_t M, int64_t N, int64_t K)
+{
+	return M <= 8 && (double)N * (double)K >= 16384.0;
+}
+
+/* One row through sgemv: c (N) = alpha B (N x K) a + beta c, or with B^T
+ * when `bt` (B then K x N).  beta = 0 is made exact (OpenBLAS scales by
+ * beta, so 0 * NaN garbage would survive). */
+static void gemv_row(int bt, int64_t N, int64_t K, float alpha, const float *a, const float *B,
+                     int64_t ldb, float beta, float *c)
+{
+	if (beta == 0.0f)
+		memset(c, 0, (size_t)N * sizeof *c);
+	float b1 = beta == 0.0f ? 1.0f : beta;
+	if (bt)
+		cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, a, 1, b1,
+		            c, 1);
+	else
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, a, 1,
+		            b1, c, 1);
+}
+
+/* C (M x 1) = alpha A (M x K) b + beta C, b with stride incb. */
+static void gemv_col(int64_t M, int64_t K, float alpha, const float *A, int64_t lda, const float *b,
+                     int64_t incb, float beta, float *C, int64_t ldc)
+{
+	if (beta == 0.0f)
+		zero_rows(C, M, 1, ldc);
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, alpha, A, (int)lda, b, (int)incb,
+	            beta == 0.0f ? 1.0f : beta, C, (int)ldc);
+}
+
 void lokr__mm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
@@ -38,20 +78,13 @@ void lokr__mm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float *A, i
 			zero_rows(C, M, N, ldc);
 		return;
 	}
-	if (M == 1) {
-		/* c (N) = alpha B (N x K) a + beta c; sgemv's beta = 0 is made exact
-		 * (OpenBLAS scales by beta, so 0 * NaN garbage would survive). */
-		if (beta == 0.0f)
-			memset(C, 0, (size_t)N * sizeof *C);
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, A, 1,
-		            beta == 0.0f ? 1.0f : beta, C, 1);
+	if (M == 1 || skinny(M, N, K)) {
+		for (int64_t i = 0; i < M; i++)
+			gemv_row(0, N, K, alpha, A + i * lda, B, ldb, beta, C + i * ldc);
 		return;
 	}
 	if (N == 1) {
-		if (beta == 0.0f)
-			zero_rows(C, M, 1, ldc);
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, alpha, A, (int)lda, B, 1,
-		            beta == 0.0f ? 1.0f : beta, C, (int)ldc);
+		gemv_col(M, K, alpha, A, lda, B, 1, beta, C, ldc);
 		return;
 	}
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
@@ -68,19 +101,13 @@ void lokr__mm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, i
 			zero_rows(C, M, N, ldc);
 		return;
 	}
-	if (M == 1) {
-		/* c (N) = alpha B^T (N x K) a: B is K x N row-major */
-		if (beta == 0.0f)
-			memset(C, 0, (size_t)N * sizeof *C);
-		cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, A, 1,
-		            beta == 0.0f ? 1.0f : beta, C, 1);
+	if (M == 1 || skinny(M, N, K)) {
+		for (int64_t i = 0; i < M; i++)
+			gemv_row(1, N, K, alpha, A + i * lda, B, ldb, beta, C + i * ldc);
 		return;
 	}
 	if (N == 1) {
-		if (beta == 0.0f)
-			zero_rows(C, M, 1, ldc);
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, alpha, A, (int)lda, B,
-		            (int)ldb, beta == 0.0f ? 1.0f : beta, C, (int)ldc);
+		gemv_col(M, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
@@ -101,10 +128,11 @@ double lokr__kron_macs(const lokr_kron_factors *f, lokr_kron_order order)
 	return m1 * n1 * n2 + (dense ? m1 * n2 * m2 : m1 * r * (n2 + m2));
 }
 
-/* Measured on the target (bench/kron_steps, 1 thread): one tiny sgemm costs
- * about as much as streaming a few thousand floats twice, so per-row calls
- * win for a handful of rows or when a row's W1 product is big, and the
- * permuted single GEMM wins for many rows of small products. */
+/* One tiny sgemm costs about as much as streaming a few thousand floats
+ * twice, so per-row calls win for a handful of rows or when a row's W1
+ * product is big, and the permuted single GEMM for many rows of small
+ * products.  (Forcing either on the benchmark shapes moved the total by less
+ * than the run-to-run noise; tests run both.) */
 lokr_kron_w1step lokr__kron_w1step_pick(const lokr_kron_factors *f, lokr_kron_order order,
                                         int64_t rows)
 {
