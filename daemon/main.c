@@ -27,6 +27,7 @@
 #include "http.h"
 #include "log.h"
 #include "options.h"
+#include "sd.h"
 #include "server.h"
 
 #define DRAIN_TIMEOUT_NS (30ull * 1000000000ull)
@@ -84,8 +85,16 @@ static void close_cb_noop(uv_handle_t *h)
 	(void)h;
 }
 
+static void on_watchdog(uv_timer_t *t)
+{
+	lokrd_sd_notify("WATCHDOG=1");
+}
+
 static void finish(lokrd_server *s)
 {
+	uv_timer_stop(&s->watchdog);
+	if (!uv_is_closing((uv_handle_t *)&s->watchdog))
+		uv_close((uv_handle_t *)&s->watchdog, close_cb_noop);
 	uv_timer_stop(&s->drain_timer);
 	if (!uv_is_closing((uv_handle_t *)&s->drain_timer))
 		uv_close((uv_handle_t *)&s->drain_timer, close_cb_noop);
@@ -121,6 +130,7 @@ static void begin_shutdown(lokrd_server *s, const char *why)
 	if (s->draining)
 		return;
 	s->draining = 1;
+	lokrd_sd_notify("STOPPING=1");
 	lokrd_log(LOKRD_LOG_INFO, "%s: no new connections; finishing %u requests", why,
 	          lokrd_http_active(s));
 	lokrd_http_quiesce(s);
@@ -148,6 +158,8 @@ static void on_signal(uv_signal_t *h, int signum)
 typedef struct base_task {
 	lokrd_task task;
 	lokrd_server *srv;
+	int stored_fd; /* from systemd's fd store, or -1 */
+	int reused;
 	int rc;
 	char err[1024];
 	uint64_t ns;
@@ -158,8 +170,9 @@ static void base_load_run(lokrd_task *t)
 	base_task *bt = (base_task *)t;
 	lokrd_server *s = bt->srv;
 	uint64_t t0 = uv_hrtime();
-	bt->rc = lokrd_shm_load((const char *const *)s->opt->base, s->opt->nbase, &s->shm, &s->base,
-	                        bt->err, sizeof bt->err);
+	bt->rc =
+	    lokrd_shm_open_base((const char *const *)s->opt->base, s->opt->nbase, bt->stored_fd,
+	                        &s->shm, &s->base, &bt->reused, bt->err, sizeof bt->err);
 	bt->ns = uv_hrtime() - t0;
 }
 
@@ -167,6 +180,7 @@ static void base_ready(lokrd_server *s)
 {
 	lokrd_registry_set_base(s->reg, s->base);
 	s->ready = 1;
+	lokrd_sd_notify("READY=1\nSTATUS=serving");
 	lokrd_log(LOKRD_LOG_INFO, "base attached: %zu layers, %llu bytes in %s (sealed)",
 	          lokr_base_layer_count(s->base), (unsigned long long)lokr_base_bytes(s->base),
 	          s->shm.name);
@@ -187,14 +201,18 @@ static void base_load_done(lokrd_task *t)
 		begin_shutdown(s, "base failed");
 		return;
 	}
-	lokrd_log(LOKRD_LOG_INFO, "base loaded in %.1f ms", (double)bt->ns / 1e6);
+	lokrd_log(LOKRD_LOG_INFO, "base %s in %.1f ms",
+	          bt->reused ? "re-attached from systemd's fd store" : "loaded",
+	          (double)bt->ns / 1e6);
+	if (!bt->reused)
+		lokrd_sd_store_base_fd(s->shm.fd);
 	free(bt);
 	base_ready(s);
 }
 
 /* ------------------------------------------------------------ serving */
 
-static int serve(const lokrd_options *o, int listen_fd, int shm_fd)
+static int serve(const lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 {
 	uv_loop_t loop;
 	if (uv_loop_init(&loop)) {
@@ -218,6 +236,11 @@ static int serve(const lokrd_options *o, int listen_fd, int shm_fd)
 	s.reg = lokrd_registry_new(o->adapters_dir, o->cache_bytes, &s.pool, &s.metrics);
 	uv_timer_init(&loop, &s.drain_timer);
 	s.drain_timer.data = &s;
+	/* The watchdog ticks on the loop thread: a stuck loop stops it. */
+	uv_timer_init(&loop, &s.watchdog);
+	uint64_t wd = lokrd_sd_watchdog_usec();
+	if (wd)
+		uv_timer_start(&s.watchdog, on_watchdog, 0, wd / 2000 ? wd / 2000 : 1);
 	uv_signal_t *sigs[3] = {&s.sigterm, &s.sigint, &s.sighup};
 	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
 	for (int i = 0; i < 3; i++) {
@@ -247,6 +270,7 @@ static int serve(const lokrd_options *o, int listen_fd, int shm_fd)
 		bt->task.done = base_load_done;
 		bt->task.batch_key = -1;
 		bt->srv = &s;
+		bt->stored_fd = stored_fd;
 		lokrd_pool_submit(&s.pool, &bt->task);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
@@ -271,7 +295,7 @@ static pid_t spawn(const lokrd_options *o, int listen_fd, int shm_fd, const sigs
 		return pid;
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	sigprocmask(SIG_SETMASK, old, NULL);
-	_exit(serve(o, listen_fd, shm_fd));
+	_exit(serve(o, listen_fd, shm_fd, -1));
 }
 
 static int supervise(const lokrd_options *o, int listen_fd)
@@ -280,10 +304,14 @@ static int supervise(const lokrd_options *o, int listen_fd)
 	lokr_base *base = NULL;
 	char err[1024];
 	uint64_t t0 = uv_hrtime();
-	if (lokrd_shm_load((const char *const *)o->base, o->nbase, &shm, &base, err, sizeof err)) {
+	int reused = 0;
+	if (lokrd_shm_open_base((const char *const *)o->base, o->nbase, lokrd_sd_take_base_fd(),
+	                        &shm, &base, &reused, err, sizeof err)) {
 		lokrd_log(LOKRD_LOG_ERROR, "cannot load the base: %s", err);
 		return 1;
 	}
+	if (!reused)
+		lokrd_sd_store_base_fd(shm.fd);
 	lokrd_log(LOKRD_LOG_INFO, "base sealed in %s (%llu bytes) in %.1f ms; starting %d workers",
 	          shm.name, (unsigned long long)shm.len, (double)(uv_hrtime() - t0) / 1e6,
 	          o->workers);
@@ -308,15 +336,23 @@ static int supervise(const lokrd_options *o, int listen_fd)
 		pids[i] = spawn(o, listen_fd, shm.fd, &old);
 		started[i] = uv_hrtime();
 	}
+	lokrd_sd_notify("READY=1\nSTATUS=serving");
+	uint64_t wd = lokrd_sd_watchdog_usec();
 	int stopping = 0, alive = n, rc = 0;
 	while (alive > 0) {
 		siginfo_t si;
-		int sig = sigwaitinfo(&set, &si);
+		struct timespec ts = {(time_t)(wd / 2000000), (long)(wd / 2 % 1000000) * 1000};
+		if (!wd)
+			ts.tv_sec = 3600;
+		int sig = sigtimedwait(&set, &si, &ts);
+		if (wd)
+			lokrd_sd_notify("WATCHDOG=1");
 		if (sig < 0)
 			continue;
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
 			if (sig != SIGHUP && !stopping) {
 				stopping = 1;
+				lokrd_sd_notify("STOPPING=1");
 				close(listen_fd); /* the workers hold the last copies */
 			}
 			for (int i = 0; i < n; i++)
@@ -395,7 +431,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* The socket is closed by MHD at stop, or after quiesce (SIGTERM). */
-	int rc = o.workers > 1 ? supervise(&o, fd) : serve(&o, fd, -1);
+	int rc = o.workers > 1 ? supervise(&o, fd) : serve(&o, fd, -1, lokrd_sd_take_base_fd());
 	lokrd_options_free(&o);
 	return rc;
 }

@@ -34,6 +34,7 @@ typedef struct lokrd_server {
 	int exit_code;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t drain_timer;
+	uv_timer_t watchdog; /* WATCHDOG=1 pings when systemd asks */
 	uint64_t drain_deadline_ns;
 } lokrd_server;
 

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "shm.h"
 
 #define SEALS_REQUIRED (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
@@ -103,6 +104,32 @@ fail:
 	lokr_base_free(priv);
 	lokrd_shm_close(s);
 	return -1;
+}
+
+int lokrd_shm_open_base(const char *const *paths, size_t npaths, int stored_fd, lokrd_shm *s,
+                        lokr_base **base, int *reused, char *err, size_t errlen)
+{
+	*reused = 0;
+	if (stored_fd >= 0) {
+		char why[1024] = "";
+		s->fd = stored_fd;
+		if (lokrd_shm_attach(s, base, why, sizeof why) == 0) {
+			char now[8192];
+			lokr_error e = {0};
+			if (lokr_base_source_identity(paths, npaths, now, sizeof now, &e) == 0 &&
+			    !strcmp(now, lokr_base_identity(*base))) {
+				*reused = 1;
+				return 0;
+			}
+			snprintf(why, sizeof why, "the base files changed since it was made");
+			lokr_base_free(*base);
+			*base = NULL;
+		}
+		lokrd_log(LOKRD_LOG_WARN, "stored base segment not used: %s; loading the files",
+		          why);
+		lokrd_shm_close(s);
+	}
+	return lokrd_shm_load(paths, npaths, s, base, err, errlen);
 }
 
 void lokrd_shm_close(lokrd_shm *s)

@@ -38,6 +38,13 @@ int lokrd_shm_load(const char *const *paths, size_t npaths, lokrd_shm *s, lokr_b
  * verifies the blob).  Used by processes that inherit or receive the fd. */
 int lokrd_shm_attach(lokrd_shm *s, lokr_base **base, char *err, size_t errlen);
 
+/* Like lokrd_shm_load, but first try `stored_fd` (>= 0: a segment kept by
+ * systemd's fd store): it is used only if it verifies and its source
+ * identity (paths, sizes, mtimes, inodes) matches the files now; otherwise
+ * it is closed and the files are loaded.  *reused tells which happened. */
+int lokrd_shm_open_base(const char *const *paths, size_t npaths, int stored_fd, lokrd_shm *s,
+                        lokr_base **base, int *reused, char *err, size_t errlen);
+
 /* Unmap and close (after every base attached to it is freed). */
 void lokrd_shm_close(lokrd_shm *s);
 
