@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "speed_util.h"
@@ -455,6 +457,174 @@ static void test_threading_and_blas(void **state)
 	assert_non_null(strstr(buf, "core "));
 }
 
+/* End to end through files: a base and adapters written as safetensors,
+ * loaded by lokr_base_load / lokr_adapter_load (which plan the modules and
+ * compute the DoRA vectors), applied with lokr_apply_linear and with one
+ * lokr_exec_linear batch, against x (W')^T + b where W' comes from
+ * lokr_merge_layer (lib/merge.c, the naive dense path). */
+static void write_st(const char *path, lokr_st_spec *specs, size_t n)
+{
+	lokr_error err = {0};
+	if (lokr_st_write_file(path, specs, n, NULL, NULL, 0, &err) != LOKR_OK)
+		fail_msg("write %s: %s", path, err.msg);
+}
+
+static lokr_st_spec spec2(const char *name, int64_t r, int64_t c, const float *data)
+{
+	lokr_st_spec sp;
+	memset(&sp, 0, sizeof sp);
+	sp.name = name;
+	sp.dtype_name = "F32";
+	sp.ndim = c ? 2 : (r ? 1 : 0);
+	sp.shape[0] = r;
+	sp.shape[1] = c;
+	sp.data = data;
+	return sp;
+}
+
+static lokr_adapter *load_adapter(const lokr_base *b, const char *path)
+{
+	lokr_st_file *f = NULL;
+	lokr_adapter *a = NULL;
+	lokr_error err = {0};
+	if (lokr_st_open(path, &f, &err) != LOKR_OK)
+		fail_msg("open %s: %s", path, err.msg);
+	if (lokr_adapter_load(b, f, &a, &err) != LOKR_OK)
+		fail_msg("load %s: %s", path, err.msg);
+	lokr_st_close(f);
+	return a;
+}
+
+static void test_end_to_end_vs_merge(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/lokr-exec-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char bpath[128], a1[128], a2[128], a3[128];
+	snprintf(bpath, sizeof bpath, "%s/base.safetensors", dir);
+	snprintf(a1, sizeof a1, "%s/a1.safetensors", dir);
+	snprintf(a2, sizeof a2, "%s/a2.safetensors", dir);
+	snprintf(a3, sizeof a3, "%s/a3.safetensors", dir);
+	rng g = {21};
+	/* layer blk.proj: 160 x 96; another layer to be ignored */
+	float *w = rnd(&g, 160 * 96, 0.1f), *b = rnd(&g, 160, 0.5f), *w2 = rnd(&g, 8 * 8, 0.1f);
+	lokr_st_spec bs[] = {spec2("blk.proj.weight", 160, 96, w),
+	                     spec2("blk.proj.bias", 160, 0, b),
+	                     spec2("blk.other.weight", 8, 8, w2)};
+	write_st(bpath, bs, 3);
+	/* a1: LoKr W1 16x8 (x) W2 10x12 low-rank r 3, alpha 6 (s = 2) */
+	float *w1 = rnd(&g, 16 * 8, 0.5f), *wa = rnd(&g, 10 * 3, 0.5f), *wb = rnd(&g, 3 * 12, 0.5f);
+	float alpha = 6.0f;
+	lokr_st_spec s1[] = {spec2("lycoris_blk_proj.lokr_w1", 16, 8, w1),
+	                     spec2("lycoris_blk_proj.lokr_w2_a", 10, 3, wa),
+	                     spec2("lycoris_blk_proj.lokr_w2_b", 3, 12, wb),
+	                     spec2("lycoris_blk_proj.alpha", 0, 0, &alpha)};
+	write_st(a1, s1, 4);
+	/* a2: unbalanced LoKr 40x4 (x) 4x24 with output-axis DoRA */
+	float *v1 = rnd(&g, 40 * 4, 0.5f), *v2 = rnd(&g, 4 * 24, 0.5f), *ds = rnd(&g, 160, 0.2f);
+	for (int i = 0; i < 160; i++)
+		ds[i] += 1.0f;
+	lokr_st_spec s2[] = {spec2("lycoris_blk_proj.lokr_w1", 40, 4, v1),
+	                     spec2("lycoris_blk_proj.lokr_w2", 4, 24, v2),
+	                     spec2("lycoris_blk_proj.dora_scale", 160, 1, ds)};
+	write_st(a2, s2, 3);
+	/* a3: LoRA r 4 with input-axis DoRA */
+	float *up = rnd(&g, 160 * 4, 0.3f), *dn = rnd(&g, 4 * 96, 0.3f), *di = rnd(&g, 96, 0.2f);
+	for (int i = 0; i < 96; i++)
+		di[i] += 1.0f;
+	float al3 = 4.0f;
+	lokr_st_spec s3[] = {spec2("lycoris_blk_proj.lora_up.weight", 160, 4, up),
+	                     spec2("lycoris_blk_proj.lora_down.weight", 4, 96, dn),
+	                     spec2("lycoris_blk_proj.alpha", 0, 0, &al3),
+	                     spec2("lycoris_blk_proj.dora_scale", 1, 96, di)};
+	write_st(a3, s3, 4);
+
+	lokr_base *base = NULL;
+	lokr_error err = {0};
+	const char *paths[] = {bpath};
+	if (lokr_base_load(paths, 1, &base, &err) != LOKR_OK)
+		fail_msg("base: %s", err.msg);
+	int64_t li = lokr_base_layer_find(base, "blk.proj");
+	assert_true(li >= 0);
+	lokr_adapter *ad[3] = {load_adapter(base, a1), load_adapter(base, a2),
+	                       load_adapter(base, a3)};
+	const lokr_module *m1 = lokr_adapter_module_for(ad[0], (size_t)li);
+	assert_non_null(m1);
+	assert_non_null(m1->plan);
+	char desc[512];
+	assert_int_equal(lokr_plan_describe(m1, desc, sizeof desc), LOKR_OK);
+
+	lokr_adapter_ref sets[][3] = {
+	    {{ad[0], 1.0f}},  {{ad[1], 0.7f}},
+	    {{ad[2], -0.5f}}, {{ad[0], 0.5f}, {ad[1], 1.0f}, {ad[2], 1.5f}},
+	    {{ad[1], 0.0f}},
+	};
+	const size_t nsets[] = {1, 1, 1, 3, 1};
+	enum { NI = 5, ROWS = 3 };
+	lokr_batch_item items[NI];
+	float *ys[NI];
+	float *merged = calloc(160 * 96, sizeof *merged);
+	lokr_exec *ctx;
+	assert_int_equal(lokr_exec_new(0, &ctx, NULL), LOKR_OK);
+	for (int i = 0; i < NI; i++) {
+		items[i].set = sets[i];
+		items[i].nset = nsets[i];
+		items[i].rows = ROWS;
+		items[i].x = rnd(&g, ROWS * 96, 1.0f);
+		items[i].y = calloc(ROWS * 160, sizeof(float));
+		ys[i] = calloc(ROWS * 160, sizeof(float));
+		/* one by one, the public single-request API */
+		if (lokr_apply_linear(base, (size_t)li, sets[i], nsets[i], items[i].x, ROWS, ys[i],
+		                      &err) != LOKR_OK)
+			fail_msg("apply: %s", err.msg);
+		/* the naive reference: merged W' */
+		if (lokr_merge_layer(base, (size_t)li, sets[i], nsets[i], 0, merged, &err) !=
+		    LOKR_OK)
+			fail_msg("merge: %s", err.msg);
+		double ref[ROWS * 160];
+		for (int r = 0; r < ROWS; r++)
+			for (int o = 0; o < 160; o++) {
+				double acc = b[o];
+				for (int c = 0; c < 96; c++)
+					acc += (double)items[i].x[r * 96 + c] *
+					       (double)merged[o * 96 + c];
+				ref[r * 160 + o] = acc;
+			}
+		double e = rel_err(ys[i], ref, ROWS * 160);
+		if (e > TOL)
+			fail_msg("set %d: lokr_apply_linear vs merged W': rel err %g", i, e);
+	}
+	/* the whole batch at once equals the one-by-one results */
+	if (lokr_exec_linear(ctx, base, (size_t)li, items, NI, &err) != LOKR_OK)
+		fail_msg("exec: %s", err.msg);
+	for (int i = 0; i < NI; i++) {
+		double e = rel_err_f(items[i].y, ys[i], ROWS * 160);
+		if (e > 1e-6)
+			fail_msg("item %d: batch vs one by one: %g", i, e);
+	}
+	/* layer out of range */
+	assert_int_equal(lokr_exec_linear(ctx, base, 99, items, NI, &err), LOKR_ENOTFOUND);
+
+	lokr_exec_free(ctx);
+	for (int i = 0; i < NI; i++) {
+		free((void *)items[i].x);
+		free(items[i].y);
+		free(ys[i]);
+	}
+	for (int i = 0; i < 3; i++)
+		lokr_adapter_free(ad[i]);
+	lokr_base_free(base);
+	free(merged);
+	float *bufs[] = {w, b, w2, w1, wa, wb, v1, v2, ds, up, dn, di};
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+		free(bufs[i]);
+	remove(bpath);
+	remove(a1);
+	remove(a2);
+	remove(a3);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -465,6 +635,7 @@ int main(void)
 	    cmocka_unit_test(test_validation),
 	    cmocka_unit_test(test_scratch_ceiling),
 	    cmocka_unit_test(test_threading_and_blas),
+	    cmocka_unit_test(test_end_to_end_vs_merge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
