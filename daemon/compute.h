@@ -22,6 +22,7 @@ typedef struct lokrd_apply_job {
 	lokrd_task task; /* batch_key = layer index */
 	struct lokrd_server *srv;
 	struct lokrd_req *req; /* a held reference */
+	int admitted;          /* counted in the server's in-flight jobs */
 	size_t layer;
 	lokrd_set set; /* resolved */
 	lokrd_tensor in;

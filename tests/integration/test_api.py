@@ -160,6 +160,17 @@ def run(d, res, ck, adir, base, rng, tmp):
     yab = L.tensor_from_json(apply(d, layer, [{"id": "lora", "multiplier": -0.5},
                                               {"id": "lokr_balanced"}], xs).json()["output"])
     ck(L.rel(yab - y0, (ya - y0) + (yb - y0)) < 1e-4, "apply: two adapters add")
+    # a large body (parsed on the pool, not on the loop)
+    xl = rng.standard_normal((2500, 64)).astype(np.float32)
+    r = apply(d, layer, ad, xl)
+    ck(r.status == 200 and L.rel(L.tensor_from_json(r.json()["output"]),
+                                 xl.astype(np.float64) @ wm.T.astype(np.float64) + b0) < 1e-5,
+       "apply: 1.6 MB JSON body")
+    big_bad = {"layer": layer, "input": L.tensor_json(xl), "extra": 1}
+    r = d.post("/v1/apply", big_bad)
+    ck(r.status == 400 and r.code == "bad_request", "large body with an unknown field: 400")
+    r = d.post("/v1/apply", {"layer": "nope", "input": L.tensor_json(xl)})
+    ck(r.status == 404 and r.code == "layer_not_found", "large body, unknown layer: 404")
     # zero rows
     r = d.post("/v1/apply", {"layer": layer, "adapters": ad,
                              "input": {"dtype": "f32", "shape": [0, 64], "data": []}})
