@@ -21,6 +21,9 @@
 #include "log.h"
 #include "routes.h"
 
+/* Bytes of a failed upload read and dropped before giving up on it. */
+#define LOKRD_DISCARD_MAX ((uint64_t)64 << 20)
+
 struct lokrd_http {
 	struct MHD_Daemon *d;
 	uv_poll_t poll;
@@ -253,10 +256,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			r->in_handler = 1;
 			lokrd_routes_body(r, upload_data, n);
 			r->in_handler = 0;
+			return MHD_YES;
 		}
-		/* An error while uploading (413, 507) is answered at once; MHD
-		 * closes the connection after it rather than read the rest. */
-		return r->resp ? queue(r) : MHD_YES;
+		/* An error while uploading (413, 507): MHD 0.9.75 cannot send a
+		 * response before the body is read, so the rest is read and
+		 * dropped, up to a bound; past it the connection is closed. */
+		r->discarded += n;
+		return r->discarded > LOKRD_DISCARD_MAX ? MHD_NO : MHD_YES;
 	}
 	if (r->resp)
 		return queue(r);

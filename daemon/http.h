@@ -36,6 +36,7 @@ struct lokrd_req {
 	int id_ok;
 	lokrd_buf body;      /* JSON bodies */
 	uint64_t body_bytes; /* bytes received (JSON or upload) */
+	uint64_t discarded;  /* bytes dropped after an upload error */
 	/* route state */
 	void *state;
 	void (*state_free)(void *state);

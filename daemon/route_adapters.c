@@ -517,6 +517,11 @@ void lokrd_route_adapter_put_body(lokrd_req *r, const char *data, size_t n)
 			continue;
 		if (w <= 0) {
 			put_io_error(r, w < 0 ? errno : ENOSPC, "writing the upload");
+			/* Free the space now, not when the request ends. */
+			close(ps->fd);
+			ps->fd = -1;
+			unlink(ps->tmp);
+			ps->tmp_exists = 0;
 			return;
 		}
 		data += w;

@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,8 +76,69 @@ def main():
         rc = d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ck(rc == 0, "lokrd exited with %s" % rc)
+    eviction(res, contract)
+    disk_full(res, contract)
     print("  %d responses checked against proto/openapi.yaml" % contract.checked)
     return res.finish()
+
+
+def eviction(res, contract):
+    """--cache-bytes small: least recently used adapters are evicted, a pinned
+    one stays, evicted ones reload on demand."""
+    ck = res.check
+    tmp = tempfile.mkdtemp(prefix="lokrd-evict-")
+    try:
+        for a in ADAPTERS:
+            shutil.copy(os.path.join(F, "adapters", a + ".safetensors"), tmp)
+        d = L.Lokrd(BASE, tmp, extra=["--cache-bytes", "48K"], contract=contract, results=res)
+        x = np.ones((1, 64), np.float32)
+        ck(d.post("/v1/adapters/lokr_dora/load", {"pin": True}).status == 200, "pin lokr_dora")
+        for a in ADAPTERS:
+            ck(apply(d, "mid.proj", [{"id": a}], x).status == 200, "apply %s under a small cache" % a)
+        lst = {a["id"]: a for a in d.get("/v1/adapters").json()["adapters"]}
+        resident = [a for a in lst if lst[a]["resident"]]
+        ck(lst["lokr_dora"]["resident"], "pinned adapter stays resident")
+        ck(len(resident) < len(ADAPTERS), "some adapters were evicted (%s)" % resident)
+        t = d.get("/metrics").body.decode()
+        ev = int(re.search(r"^lokrd_adapter_evictions_total (\d+)", t, re.M).group(1))
+        rb = int(re.search(r"^lokrd_adapter_resident_bytes (\d+)", t, re.M).group(1))
+        ck(ev > 0, "evictions counted (%d)" % ev)
+        ck(rb <= 48 * 1024 or len(resident) == 1, "resident bytes %d within the budget" % rb)
+        ck(apply(d, "mid.proj", [{"id": ADAPTERS[0]}], x).status == 200, "evicted adapter reloads")
+        ck(d.stop() == 0, "eviction daemon exit 0")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def disk_full(res, contract):
+    """507 on a full disk (a 64 KiB tmpfs; needs root to mount), the previous
+    adapter intact and nothing partial left."""
+    ck = res.check
+    tmp = tempfile.mkdtemp(prefix="lokrd-full-")
+    mnt = os.path.join(tmp, "small")
+    os.mkdir(mnt)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                           mnt], capture_output=True).returncode != 0:
+        print("  note: 507 (disk full) not checked: cannot mount a small tmpfs here")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    try:
+        d = L.Lokrd(BASE, mnt, contract=contract, results=res)
+        src = open(os.path.join(F, "adapters", "loha.safetensors"), "rb").read()
+        r = d.request("PUT", "/v1/adapters/first", body=src)
+        ck(r.status == 201, "PUT fits: 201 (%d)" % r.status)
+        r = d.request("PUT", "/v1/adapters/first", body=src)
+        ck(r.status == 507 and r.code == "insufficient_storage",
+           "replacing on a full disk: 507 (%d %s)" % (r.status, r.body[:120]))
+        ck(sorted(os.listdir(mnt)) == ["first.safetensors"], "nothing partial left: %s" %
+           os.listdir(mnt))
+        with open(os.path.join(mnt, "first.safetensors"), "rb") as f:
+            ck(f.read() == src, "previous adapter intact")
+        ck(d.get("/v1/adapters/first").status == 200, "previous adapter still served")
+        ck(d.stop() == 0, "disk-full daemon exit 0")
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def merged_weight(d, adapters, layer):
