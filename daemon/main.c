@@ -20,6 +20,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -424,6 +425,20 @@ int main(int argc, char **argv)
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	/* The adapter directory must be usable before we listen: create it if
+	 * missing (a fresh state directory), refuse anything else. */
+	struct stat st;
+	int sr = stat(o.adapters_dir, &st);
+	if (sr && errno == ENOENT && mkdir(o.adapters_dir, 0750) == 0) {
+		lokrd_log(LOKRD_LOG_INFO, "created the adapter directory %s", o.adapters_dir);
+		sr = stat(o.adapters_dir, &st);
+	}
+	if (sr || !S_ISDIR(st.st_mode)) {
+		lokrd_log(LOKRD_LOG_ERROR, "--adapters %s: %s", o.adapters_dir,
+		          sr ? strerror(errno) : "not a directory");
+		lokrd_options_free(&o);
+		return 1;
 	}
 	int fd = open_listener(&o);
 	if (fd < 0) {

@@ -78,8 +78,51 @@ def main():
     ck(rc == 0, "lokrd exited with %s" % rc)
     eviction(res, contract)
     disk_full(res, contract)
+    command_line(res, contract)
     print("  %d responses checked against proto/openapi.yaml" % contract.checked)
     return res.finish()
+
+
+def command_line(res, contract):
+    """--help, --version, usage errors, a base that fails to load, and a JSON
+    config file with the command line winning over it."""
+    ck = res.check
+
+    def run(*args, timeout=30):
+        return subprocess.run([L.LOKRD] + list(args), capture_output=True, text=True,
+                              timeout=timeout)
+    p = run("--help")
+    ck(p.returncode == 0 and "--adapters" in p.stdout, "--help")
+    p = run("--version")
+    ck(p.returncode == 0 and p.stdout.startswith("lokrd "), "--version")
+    ck(run().returncode == 2, "no arguments: exit 2")
+    ck(run("--base", BASE).returncode == 2, "no --adapters: exit 2")
+    ck(run("--base", BASE, "--adapters", "/tmp", "--listen", "nope").returncode == 2,
+       "bad --listen: exit 2")
+    ck(run("--base", BASE, "--adapters", "/tmp", "--threads", "x").returncode == 2,
+       "bad --threads: exit 2")
+    tmp = tempfile.mkdtemp(prefix="lokrd-cli-")
+    try:
+        p = run("--base", os.path.join(tmp, "missing.safetensors"), "--adapters", tmp,
+                "--listen", "127.0.0.1:0")
+        ck(p.returncode == 1 and "cannot load the base" in p.stderr,
+           "missing base: exit 1 with a message")
+        cfg = os.path.join(tmp, "c.json")
+        with open(cfg, "w") as f:
+            json.dump({"base": "/nonexistent", "adapters": tmp, "threads": 1,
+                       "bogus": 1}, f)
+        p = run("--config", cfg)
+        ck(p.returncode == 2 and '"bogus"' in p.stderr, "config: unknown key named")
+        with open(cfg, "w") as f:
+            json.dump({"base": ["/nonexistent"], "adapters": "/nonexistent", "threads": 1,
+                       "cache_bytes": "16M", "log_format": "json",
+                       "listen": "127.0.0.1:1"}, f)
+        d = L.Lokrd(BASE, tmp, extra=["--config", cfg], contract=contract, results=res)
+        ck(d.get("/readyz").status == 200, "config + command line: command line wins")
+        ck('"msg":"listening on' in d.logtext(), "config log_format json used")
+        ck(d.stop() == 0, "config daemon exit 0")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def eviction(res, contract):
