@@ -1080,7 +1080,7 @@ def container_cases(tensors):
 
     def overflow(i, k, x):
         if i == 0:
-            x["shape"] = [2 ** 62, 2 ** 62]
+            x["shape"] = [2 ** 40, 2 ** 40, 2 ** 40]  # each dim fine, product overflows
     e, d = entries(overflow)
     out.append(("bad_st_shape_overflow", "shape product overflows", build(e, d)))
     return out
