@@ -58,6 +58,11 @@ static void job_encode(lokrd_apply_job *j, const lokr_layer *L, const float *y)
 		shape[1] = L->out;
 		ndim = 2;
 	}
+	int64_t *sh = shape;
+	if (j->unbatched) { /* the request had no batch axis: neither has the answer */
+		sh++;
+		ndim--;
+	}
 	lokrd_buf b;
 	lokrd_buf_init(&b, (size_t)4 << 30);
 	json_t *name = json_string(L->name);
@@ -65,7 +70,7 @@ static void job_encode(lokrd_apply_job *j, const lokr_layer *L, const float *y)
 	json_decref(name);
 	lokrd_buf_printf(&b, "{\"layer\":%s,\"output\":", qname ? qname : "\"\"");
 	free(qname);
-	int rc = lokrd_tensor_encode(&b, j->in.form, j->in.dtype, shape, ndim, y);
+	int rc = lokrd_tensor_encode(&b, j->in.form, j->in.dtype, sh, ndim, y);
 	lokrd_buf_puts(&b, "}");
 	if (rc == -2) {
 		j->status = 422;

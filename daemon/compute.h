@@ -27,6 +27,7 @@ typedef struct lokrd_apply_job {
 	lokrd_set set; /* resolved */
 	lokrd_tensor in;
 	int conv;
+	int unbatched; /* input had no batch axis (answer has none) */
 	lokr_conv2d_params cp;
 	int64_t rows;         /* linear: input rows; conv: batch */
 	int64_t h, w, ho, wo; /* conv geometry */

@@ -181,6 +181,13 @@ static int parse_apply(lokrd_server *s, const char *body, size_t len, lokrd_appl
 			    layer);
 			goto out;
 		}
+		/* (in) is accepted as one row, answered as (out), like F.linear. */
+		if (j->in.ndim == 1 && j->in.shape[0] == L->in) {
+			j->unbatched = 1;
+			j->in.ndim = 2;
+			j->in.shape[1] = L->in;
+			j->in.shape[0] = 1;
+		}
 		if (j->in.ndim != 2 || j->in.shape[1] != L->in) {
 			fail(e, 400, "bad_input_shape",
 			     "input of linear layer '%.200s' must have shape (batch, %lld)", layer,
@@ -189,6 +196,15 @@ static int parse_apply(lokrd_server *s, const char *body, size_t len, lokrd_appl
 		}
 		j->rows = j->in.shape[0];
 	} else {
+		/* (in, H, W) is one image, answered as (out, Ho, Wo), like conv2d. */
+		if (j->in.ndim == 3 && j->in.shape[0] == L->in) {
+			j->unbatched = 1;
+			j->in.ndim = 4;
+			j->in.shape[3] = j->in.shape[2];
+			j->in.shape[2] = j->in.shape[1];
+			j->in.shape[1] = j->in.shape[0];
+			j->in.shape[0] = 1;
+		}
 		if (j->in.ndim != 4 || j->in.shape[1] != L->in) {
 			fail(e, 400, "bad_input_shape",
 			     "input of conv2d layer '%.200s' must have shape (batch, %lld, H, W)",

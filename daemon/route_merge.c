@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "adapterset.h"
+#include "tensor_json.h"
 #include "log.h"
 #include "route_impl.h"
 
@@ -341,17 +342,13 @@ void lokrd_route_merge(lokrd_req *r)
 	const json_t *dt = json_object_get(o, "dtype");
 	if (dt) {
 		const char *v = json_string_value(dt);
-		if (v && (!strcmp(v, "f32") || !strcmp(v, "F32")))
-			ms->dtype = LOKR_DTYPE_F32;
-		else if (v && (!strcmp(v, "f16") || !strcmp(v, "F16")))
-			ms->dtype = LOKR_DTYPE_F16;
-		else if (v && (!strcmp(v, "bf16") || !strcmp(v, "BF16")))
-			ms->dtype = LOKR_DTYPE_BF16;
-		else {
+		int parsed = v ? lokrd_dtype_parse(v) : -1;
+		if (parsed < 0) {
 			lokrd_req_error(r, 400, "bad_request",
 			                "\"dtype\" must be \"f32\", \"f16\" or \"bf16\"");
 			goto out;
 		}
+		ms->dtype = (lokr_dtype)parsed;
 	}
 	const json_t *out = json_object_get(o, "output");
 	if (out) {

@@ -28,6 +28,23 @@ const char *lokrd_dtype_name(lokr_dtype dt)
 	}
 }
 
+int lokrd_dtype_parse(const char *s)
+{
+	/* The names of DESIGN.md, safetensors' and torch's spellings. */
+	static const struct {
+		const char *name;
+		lokr_dtype dt;
+	} names[] = {
+	    {"f32", LOKR_DTYPE_F32},   {"F32", LOKR_DTYPE_F32},   {"float32", LOKR_DTYPE_F32},
+	    {"f16", LOKR_DTYPE_F16},   {"F16", LOKR_DTYPE_F16},   {"float16", LOKR_DTYPE_F16},
+	    {"bf16", LOKR_DTYPE_BF16}, {"BF16", LOKR_DTYPE_BF16}, {"bfloat16", LOKR_DTYPE_BF16},
+	};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (!strcmp(s, names[i].name))
+			return (int)names[i].dt;
+	return -1;
+}
+
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -146,12 +163,9 @@ int lokrd_tensor_decode(const json_t *obj, uint64_t max_elems, lokrd_tensor *t, 
 		const char *s = json_string_value(jdt);
 		if (!s)
 			return fail(err, errlen, "\"dtype\" must be \"f32\", \"f16\" or \"bf16\"");
-		if (!strcmp(s, "f32") || !strcmp(s, "F32"))
-			t->dtype = LOKR_DTYPE_F32;
-		else if (!strcmp(s, "f16") || !strcmp(s, "F16"))
-			t->dtype = LOKR_DTYPE_F16;
-		else if (!strcmp(s, "bf16") || !strcmp(s, "BF16"))
-			t->dtype = LOKR_DTYPE_BF16;
+		int dt = lokrd_dtype_parse(s);
+		if (dt >= 0)
+			t->dtype = (lokr_dtype)dt;
 		else {
 			snprintf(err, errlen, "unsupported dtype \"%.32s\" (f32, f16 or bf16)", s);
 			return -1;

@@ -47,6 +47,9 @@ size_t lokrd_b64_encoded_len(size_t n);
 void lokrd_b64_encode(const uint8_t *src, size_t n, char *dst);
 long long lokrd_b64_decode(const char *src, size_t len, uint8_t *dst, size_t cap);
 
+/* Parse a request dtype: f32/f16/bf16 (also F32..., float32, float16,
+ * bfloat16); -1 if unknown. */
+int lokrd_dtype_parse(const char *s);
 /* "f32" / "f16" / "bf16" for the dtypes a request may use. */
 const char *lokrd_dtype_name(lokr_dtype dt);
 

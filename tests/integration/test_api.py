@@ -276,6 +276,13 @@ def run(d, res, ck, adir, base, rng, tmp):
     ck(r.status == 400 and r.code == "bad_request", "large body with an unknown field: 400")
     r = d.post("/v1/apply", {"layer": "nope", "input": L.tensor_json(xl)})
     ck(r.status == 404 and r.code == "layer_not_found", "large body, unknown layer: 404")
+    # no batch axis: (in) -> (out), (in, H, W) -> (out, Ho, Wo); dtype aliases
+    r = d.post("/v1/apply", {"layer": layer, "adapters": ad,
+                             "input": {"dtype": "float32", "shape": [64],
+                                       "data": [float(v) for v in x[0]]}})
+    ck(r.status == 200 and r.json()["output"]["shape"] == [96] and
+       L.rel(L.tensor_from_json(r.json()["output"]), x[0].astype(np.float64) @ wm.T + b0) < 1e-5,
+       "apply: 1-D input (%d)" % r.status)
     # zero rows
     r = d.post("/v1/apply", {"layer": layer, "adapters": ad,
                              "input": {"dtype": "f32", "shape": [0, 64], "data": []}})
@@ -299,6 +306,10 @@ def run(d, res, ck, adir, base, rng, tmp):
         got = L.tensor_from_json(r.json()["output"])
         ck(got.shape == want.shape and L.rel(got, want) < 2e-5,
            "conv %s: rel %.3g shape %s" % (kw, L.rel(got, want), got.shape))
+    r = apply(d, cl, cad, xc[0], "b64", padding=1)
+    want = L.conv2d_ref(xc[:1], wc, base[cl + ".bias"], (1, 1), (1, 1))[0]
+    ck(r.status == 200 and r.json()["output"]["shape"] == list(want.shape) and
+       L.rel(L.tensor_from_json(r.json()["output"]), want) < 2e-5, "conv: 3-D input")
     r = apply(d, "up.shortcut", [{"id": "loha"}], rng.standard_normal((1, 32, 3, 3)))
     ck(r.status == 200 and r.json()["output"]["shape"] == [1, 64, 3, 3], "conv 1x1")
 
