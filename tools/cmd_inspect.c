@@ -664,11 +664,8 @@ int lokr_cmd_inspect(int argc, char **argv)
 		}
 		int rc = lokr_adapter_load(base, f, &a, &e);
 		if (rc) {
-			/* a plain safetensors file gets listed, not rejected */
-			if (!has_adapter_keys(f)) {
-				status = list_tensors(path, f, as_json);
-				goto out;
-			}
+			/* With --base the question is "does this adapter fit?": a
+			 * file without adapter modules is invalid (DESIGN.md). */
 			lokr_tool_fail_file(CMD, 1, path, e.msg);
 			goto out;
 		}
