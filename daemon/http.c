@@ -99,6 +99,9 @@ static enum MHD_Result queue(lokrd_req *r)
 {
 	if (r->srv->draining)
 		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	/* Which instance answered: behind a load balancer this shows that one
+	 * adapter keeps reaching the same lokrd. */
+	MHD_add_response_header(r->resp, "X-Lokrd-Instance", r->srv->instance);
 	enum MHD_Result ret = MHD_queue_response(r->conn, r->status, r->resp);
 	MHD_destroy_response(r->resp);
 	r->resp = NULL;

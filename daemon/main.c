@@ -226,6 +226,18 @@ static int serve(const lokrd_options *o, int listen_fd, int shm_fd, int stored_f
 	s.loop = &loop;
 	s.listen_fd = listen_fd;
 	s.shm = (lokrd_shm)LOKRD_SHM_INIT;
+	{
+		char host[64] = "localhost";
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		int port = 0;
+		gethostname(host, sizeof host - 1);
+		if (!getsockname(listen_fd, (struct sockaddr *)&ss, &len))
+			port =
+			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+			                                   : ((struct sockaddr_in *)&ss)->sin_port);
+		snprintf(s.instance, sizeof s.instance, "%s:%d", host, port);
+	}
 	lokrd_metrics_init(&s.metrics);
 	s.threads = o->threads > 0 ? o->threads : (int)uv_available_parallelism();
 	if (s.threads > 64)

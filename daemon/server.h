@@ -28,9 +28,10 @@ typedef struct lokrd_server {
 	lokr_base *base; /* attached to shm; NULL until ready */
 	int ready;       /* 1 once the base is attached */
 	lokrd_http *http;
-	int listen_fd; /* owned by main */
-	int inflight;  /* compute jobs admitted, not yet answered */
-	int draining;  /* SIGTERM seen: finish what was received, then exit */
+	int listen_fd;      /* owned by main */
+	char instance[128]; /* "host:port", sent as X-Lokrd-Instance */
+	int inflight;       /* compute jobs admitted, not yet answered */
+	int draining;       /* SIGTERM seen: finish what was received, then exit */
 	int exit_code;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t drain_timer;

@@ -202,6 +202,7 @@ def run(d, res, ck, adir, base, rng, tmp):
     ck(r.status == 200 and r.json()["status"] == "ok", "healthz")
     r = d.get("/readyz")
     ck(r.status == 200, "readyz")
+    ck((r.header("X-Lokrd-Instance") or "").endswith(":%d" % d.port), "X-Lokrd-Instance")
     r = d.get("/v1/model")
     m = r.json()
     ck(r.status == 200 and m["count"] == 8, "model: 8 layers")
