@@ -202,17 +202,41 @@ static void permute_chunks_acc(const float *src, int64_t a, int64_t b, int64_t c
 		}
 }
 
+/* t (rows x r) = in (rows x n2) w2b^T */
+static void w2b_product(const lokr_kron_factors *f, int64_t rows, const float *in, float *t)
+{
+	if (f->w2bt)
+		lokr__mm_nn(rows, f->r, f->n2, 1.0f, in, f->n2, f->w2bt, f->r, 0.0f, t, f->r);
+	else
+		lokr__mm_nt(rows, f->r, f->n2, 1.0f, in, f->n2, f->w2b, f->n2, 0.0f, t, f->r);
+}
+
+/* out (rows x m2) = alpha t (rows x r) w2a^T + beta out */
+static void w2a_product(const lokr_kron_factors *f, int64_t rows, const float *t, float alpha,
+                        float beta, float *out)
+{
+	if (f->w2at)
+		lokr__mm_nn(rows, f->m2, f->r, alpha, t, f->r, f->w2at, f->m2, beta, out, f->m2);
+	else
+		lokr__mm_nt(rows, f->m2, f->r, alpha, t, f->r, f->w2a, f->r, beta, out, f->m2);
+}
+
 /* out (rows x m) = in (rows x n) W2^T with W2 dense (m x n) or w2a w2b;
  * alpha/beta on the final product.  t: scratch (rows x r) for low rank. */
 static void w2_product(const lokr_kron_factors *f, int64_t rows, const float *in, float alpha,
                        float beta, float *out, float *t)
 {
 	if (f->w2) {
-		lokr__mm_nt(rows, f->m2, f->n2, alpha, in, f->n2, f->w2, f->n2, beta, out, f->m2);
+		if (f->w2t)
+			lokr__mm_nn(rows, f->m2, f->n2, alpha, in, f->n2, f->w2t, f->m2, beta, out,
+			            f->m2);
+		else
+			lokr__mm_nt(rows, f->m2, f->n2, alpha, in, f->n2, f->w2, f->n2, beta, out,
+			            f->m2);
 		return;
 	}
-	lokr__mm_nt(rows, f->r, f->n2, 1.0f, in, f->n2, f->w2b, f->n2, 0.0f, t, f->r);
-	lokr__mm_nt(rows, f->m2, f->r, alpha, t, f->r, f->w2a, f->r, beta, out, f->m2);
+	w2b_product(f, rows, in, t);
+	w2a_product(f, rows, t, alpha, beta, out);
 }
 
 void lokr__kron_apply(const lokr_kron_factors *f, lokr_kron_order order, lokr_kron_w1step step,
@@ -229,7 +253,7 @@ void lokr__kron_apply(const lokr_kron_factors *f, lokr_kron_order order, lokr_kr
 		const int64_t r = f->r;
 		float *T = scratch;                                /* (N, n1, r) */
 		float *U = T + (size_t)N * (size_t)n1 * (size_t)r; /* (N, m1, r) */
-		lokr__mm_nt(N * n1, r, n2, 1.0f, x, n2, f->w2b, n2, 0.0f, T, r);
+		w2b_product(f, N * n1, x, T);
 		if (step == LOKR_W1STEP_ROWS) {
 			for (int64_t n = 0; n < N; n++)
 				lokr__mm_nn(m1, r, n1, 1.0f, f->w1, n1, T + n * n1 * r, r, 0.0f,
@@ -241,7 +265,7 @@ void lokr__kron_apply(const lokr_kron_factors *f, lokr_kron_order order, lokr_kr
 			lokr__mm_nn(m1, N * r, n1, 1.0f, f->w1, n1, Tp, N * r, 0.0f, Z, N * r);
 			permute_chunks(Z, m1, N, r, U);
 		}
-		lokr__mm_nt(N * m1, m2, r, alpha, U, r, f->w2a, r, beta, y, m2);
+		w2a_product(f, N * m1, U, alpha, beta, y);
 		return;
 	}
 	float *t = scratch;

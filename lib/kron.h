@@ -40,6 +40,11 @@ typedef struct lokr_kron_factors {
 	const float *w2a; /* m2 x r  (when w2 == NULL) */
 	const float *w2b; /* r x n2  (when w2 == NULL) */
 	int64_t r;        /* rank of the kept factors, 0 when w2 is dense */
+	/* Optional transposed copies (NULL when absent): W2^T (n2 x m2), w2a^T
+	 * (r x m2), w2b^T (n2 x r).  With them every product is NoTrans x
+	 * NoTrans, the only form OpenBLAS 0.3.21 sends to its small-matrix
+	 * kernels; the others allocate and pack buffers on every call. */
+	const float *w2t, *w2at, *w2bt;
 } lokr_kron_factors;
 
 /* Floats of scratch lokr__kron_apply needs for `rows` rows. */
@@ -106,7 +111,7 @@ struct lokr_plan {
 	/* DENSE: dW without s, out x width */
 	const float *dense;
 
-	float *own[2]; /* buffers this plan allocated (expanded factors, dense dW) */
+	float *own[5]; /* buffers this plan allocated (expanded factors, transposes, dW) */
 	uint64_t own_bytes;
 
 	double macs_row;      /* multiply-adds per input row of the chosen evaluation */

@@ -39,8 +39,10 @@ static int fits_blas(int64_t v)
 
 static float *plan_own(struct lokr_plan *p, size_t nfloats)
 {
-	int slot = p->own[0] ? 1 : 0;
-	LOKR_ASSERT(!p->own[slot]);
+	int slot = 0;
+	while (slot < 5 && p->own[slot])
+		slot++;
+	LOKR_ASSERT(slot < 5);
 	float *buf = lokr__try_aligned(nfloats * sizeof(float));
 	if (!buf)
 		return NULL;
@@ -57,6 +59,14 @@ static const char *mname(const lokr_module *m)
 static int bad_shape(lokr_error *err, const lokr_module *m, const char *what)
 {
 	return lokr__fail(err, LOKR_EADAPTER, "%s: cannot plan: %s", mname(m), what);
+}
+
+/* dst (cols x rows) = src (rows x cols)^T */
+static void transpose(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+	for (int64_t i = 0; i < rows; i++)
+		for (int64_t j = 0; j < cols; j++)
+			dst[j * rows + i] = src[i * cols + j];
 }
 
 /* Cost of one LoKr option: MACs per row + call and byte terms. */
@@ -147,6 +157,24 @@ static int plan_lokr(const lokr_layer *layer, lokr_module *m, struct lokr_plan *
 		f->w2a = f->w2b = NULL;
 		f->r = 0;
 		p->w2_expanded = 1;
+	}
+	/* transposed copies for the small products (see lokr_kron_factors);
+	 * a dense W2 only when small: a big one is streamed by sgemv anyway */
+	if (f->w2 && f->m2 * f->n2 <= 4096) {
+		float *t = plan_own(p, (size_t)(f->m2 * f->n2));
+		if (!t)
+			return lokr__fail(err, LOKR_ENOMEM, "%s: plan: out of memory", mname(m));
+		transpose(f->w2, f->m2, f->n2, t);
+		f->w2t = t;
+	} else if (!f->w2) {
+		float *ta = plan_own(p, (size_t)(f->r * f->m2));
+		float *tb = ta ? plan_own(p, (size_t)(f->r * f->n2)) : NULL;
+		if (!tb)
+			return lokr__fail(err, LOKR_ENOMEM, "%s: plan: out of memory", mname(m));
+		transpose(f->w2a, f->m2, f->r, ta);
+		transpose(f->w2b, f->r, f->n2, tb);
+		f->w2at = ta;
+		f->w2bt = tb;
 	}
 	p->macs_row = lokr__kron_macs(f, p->order);
 	p->read_bytes = (uint64_t)(4.0 * ((double)f->m1 * (double)f->n1 +
@@ -306,8 +334,8 @@ void lokr__plan_free(struct lokr_plan *plan)
 {
 	if (!plan)
 		return;
-	free(plan->own[0]);
-	free(plan->own[1]);
+	for (int i = 0; i < 5; i++)
+		free(plan->own[i]);
 	free(plan);
 }
 

@@ -65,7 +65,23 @@ static void check_kron(int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t r
 {
 	rng g = {0xabcdefull ^ (uint64_t)(m1 * 1000003 + n1 * 1009 + m2 * 31 + n2 + r * 7 + rows)};
 	lokr_module m = make_lokr(&g, m1, n1, m2, n2, 0, r, 1.0f);
-	lokr_kron_factors f = {m1, n1, m2, n2, m.w1.data, m.w2.data, m.w2_a.data, m.w2_b.data, r};
+	lokr_kron_factors f0 = {m1,          n1,          m2, n2,   m.w1.data, m.w2.data,
+	                        m.w2_a.data, m.w2_b.data, r,  NULL, NULL,      NULL};
+	/* the same factors with the plan's transposed copies */
+	lokr_kron_factors f1 = f0;
+	float *t2 = m.w2.data ? calloc((size_t)(m2 * n2), sizeof(float)) : NULL;
+	float *ta = r ? calloc((size_t)(r * m2), sizeof(float)) : NULL;
+	float *tb = r ? calloc((size_t)(r * n2), sizeof(float)) : NULL;
+	for (int64_t i = 0; t2 && i < m2; i++)
+		for (int64_t j = 0; j < n2; j++)
+			t2[j * m2 + i] = m.w2.data[i * n2 + j];
+	for (int64_t i = 0; ta && i < m2; i++)
+		for (int64_t j = 0; j < r; j++)
+			ta[j * m2 + i] = m.w2_a.data[i * r + j];
+	for (int64_t i = 0; tb && i < r; i++)
+		for (int64_t j = 0; j < n2; j++)
+			tb[j * r + i] = m.w2_b.data[i * n2 + j];
+	f1.w2t = t2, f1.w2at = ta, f1.w2bt = tb;
 	const int64_t out = m1 * m2, in = n1 * n2;
 	double *d = ref_delta(&m);
 	float *x = rnd(&g, rows * in, 1.0f);
@@ -82,8 +98,10 @@ static void check_kron(int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t r
 				ref[n * out + o] =
 				    alpha * s + (beta ? (double)y0[n * out + o] : 0.0);
 			}
-		for (int order = 0; order < 3; order++)
+		for (int variant = 0; variant < 6; variant++)
 			for (int step = 0; step < 3; step++) {
+				const lokr_kron_factors f = variant & 1 ? f1 : f0;
+				const int order = variant >> 1;
 				if (order == LOKR_KRON_S && f.w2)
 					continue;
 				size_t ns = lokr__kron_scratch(&f, (lokr_kron_order)order,
@@ -100,7 +118,7 @@ static void check_kron(int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t r
 					         "step %d beta %d: rel err %g",
 					         (long long)m1, (long long)n1, (long long)m2,
 					         (long long)n2, (long long)r, (long long)rows,
-					         order ? 'B' : 'A', step, beta, e);
+					         "ABS"[order], step, beta, e);
 				free(ws);
 			}
 	}
@@ -109,6 +127,9 @@ static void check_kron(int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t r
 	free(y0);
 	free(y);
 	free(ref);
+	free(t2);
+	free(ta);
+	free(tb);
 	module_free(&m);
 }
 
@@ -155,7 +176,7 @@ static void test_kron_dense_indices(void **state)
 	(void)state;
 	const float w1[] = {1, 2, 3, 4, 5, 6}; /* 2 x 3 */
 	const float w2[] = {1, 10, 100, 1000}; /* 2 x 2 */
-	lokr_kron_factors f = {2, 3, 2, 2, w1, w2, NULL, NULL, 0};
+	lokr_kron_factors f = {2, 3, 2, 2, w1, w2, NULL, NULL, 0, NULL, NULL, NULL};
 	float d[4 * 6];
 	lokr__kron_dense(&f, d);
 	/* dW[i*m2 + j, k*n2 + l] = W1[i,k] W2[j,l] */
@@ -168,15 +189,18 @@ static void test_kron_macs(void **state)
 {
 	(void)state;
 	/* lycoris-format.md 4.2 table: 1280x1280 unbalanced factor 4 */
-	lokr_kron_factors f = {320, 4, 4, 320, (const float *)&f, (const float *)&f, NULL, NULL, 0};
+	lokr_kron_factors f = {
+	    320, 4, 4, 320, (const float *)&f, (const float *)&f, NULL, NULL, 0, NULL, NULL, NULL};
 	assert_true(lokr__kron_macs(&f, LOKR_KRON_A) == 10240.0);
 	assert_true(lokr__kron_macs(&f, LOKR_KRON_B) == 819200.0);
-	lokr_kron_factors b = {32, 32, 40, 40, (const float *)&f, (const float *)&f, NULL, NULL, 0};
+	lokr_kron_factors b = {
+	    32, 32, 40, 40, (const float *)&f, (const float *)&f, NULL, NULL, 0, NULL, NULL, NULL};
 	assert_true(lokr__kron_macs(&b, LOKR_KRON_A) == 92160.0);
 	assert_true(lokr__kron_macs(&b, LOKR_KRON_B) == 92160.0);
 	/* low-rank W2 kept: n1 r (n2 + m2) + m1 n1 m2 */
 	lokr_kron_factors l = {
-	    4, 4, 320, 320, (const float *)&f, NULL, (const float *)&f, (const float *)&f, 8};
+	    4, 4,    320,  320, (const float *)&f, NULL, (const float *)&f, (const float *)&f,
+	    8, NULL, NULL, NULL};
 	assert_true(lokr__kron_macs(&l, LOKR_KRON_A) == 4.0 * 8 * 640 + 4.0 * 4 * 320);
 	/* the sandwich: r (n1 n2 + m1 n1 + m1 m2) */
 	assert_true(lokr__kron_macs(&l, LOKR_KRON_S) == 8.0 * (1280 + 16 + 1280));
