@@ -417,7 +417,14 @@ int main(int argc, char **argv)
 	if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("LOKRD_REEXEC")) {
 		setenv("OPENBLAS_NUM_THREADS", "1", 1);
 		setenv("LOKRD_REEXEC", "1", 1);
-		execv("/proc/self/exe", argv);
+		/* Exec the resolved path, not /proc/self/exe, so the process keeps
+		 * its name (ps, top, journal show "lokrd", not "exe"). */
+		char self[4096];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+		if (n > 0) {
+			self[n] = '\0';
+			execv(self, argv);
+		}
 		/* exec failed: carry on with the guard below */
 	}
 	unsetenv("LOKRD_REEXEC");
