@@ -1,0 +1,1 @@
+-- get.lua - GET the URL's path (wrk's default request), keep-alive.
