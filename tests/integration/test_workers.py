@@ -48,8 +48,24 @@ def main():
         adir = os.path.join(tmp, "adapters")
         os.mkdir(adir)
         nbytes = sum(a.nbytes for a in base.values())
+        contract = L.Contract()
+        # Single process: it listens before the base is loaded, so requests
+        # sent right after "listening on" meet 503 not_ready (the 48 MiB base
+        # takes well over 100 ms to convert, seal and verify).
+        d = L.Lokrd(bpath, adir, contract=contract, results=res, wait_ready=False)
+        r1 = d.get("/readyz")
+        r2 = d.get("/v1/model")
+        h = d.get("/healthz")
+        ck(h.status == 200, "healthz answers while the base loads")
+        ck(r1.status == 503 and r1.code == "not_ready" and r1.header("Retry-After"),
+           "readyz before the base is attached: 503 not_ready (%d)" % r1.status)
+        ck(r2.status in (200, 503), "model while loading: %d" % r2.status)
+        d.wait_ready()
+        ck(d.get("/v1/model").status == 200, "model once ready")
+        ck(d.stop() == 0, "single-process exit 0")
+
         d = L.Lokrd(bpath, adir, extra=["--workers", "2", "--threads", "1"],
-                    contract=L.Contract(), results=res)
+                    contract=contract, results=res)
         kids = []
         for _ in range(100):
             kids = children(d.proc.pid)
