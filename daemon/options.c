@@ -136,9 +136,9 @@ static void defaults(lokrd_options *o)
 	o->listen_port = 8080;
 	o->cache_bytes = (uint64_t)2 << 30;
 	o->workers = 1;
-	o->max_json_body = (uint64_t)256 << 20;
+	o->max_json_body = (uint64_t)64 << 20;
 	o->max_upload = (uint64_t)2 << 30;
-	o->max_elements = (uint64_t)64 << 20;
+	o->max_elements = (uint64_t)16 << 20;
 	o->max_inflight = 1024;
 	o->max_set = 64;
 	o->idle_timeout_s = 60;
