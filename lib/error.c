@@ -10,17 +10,28 @@
 const char *lokr_strerror(int code)
 {
 	switch (code) {
-	case LOKR_OK: return "success";
-	case LOKR_ENOMEM: return "out of memory";
-	case LOKR_EIO: return "input/output error";
-	case LOKR_EFORMAT: return "malformed safetensors file";
-	case LOKR_EADAPTER: return "invalid adapter";
-	case LOKR_EMISMATCH: return "adapter does not fit the base model";
-	case LOKR_EINVAL: return "invalid argument";
-	case LOKR_ENOTFOUND: return "not found";
-	case LOKR_EUNSUPPORTED: return "unsupported";
-	case LOKR_ERANGE: return "size out of range";
-	default: return "unknown error";
+	case LOKR_OK:
+		return "success";
+	case LOKR_ENOMEM:
+		return "out of memory";
+	case LOKR_EIO:
+		return "input/output error";
+	case LOKR_EFORMAT:
+		return "malformed safetensors file";
+	case LOKR_EADAPTER:
+		return "invalid adapter";
+	case LOKR_EMISMATCH:
+		return "adapter does not fit the base model";
+	case LOKR_EINVAL:
+		return "invalid argument";
+	case LOKR_ENOTFOUND:
+		return "not found";
+	case LOKR_EUNSUPPORTED:
+		return "unsupported";
+	case LOKR_ERANGE:
+		return "size out of range";
+	default:
+		return "unknown error";
 	}
 }
 
@@ -58,7 +69,10 @@ const char *lokr__shape_str(char *buf, size_t len, const int64_t *shape, int ndi
 
 #ifdef LOKR_FAULT_INJECTION
 static _Thread_local long alloc_budget = -1;
-void lokr__alloc_fail_after(long n) { alloc_budget = n; }
+void lokr__alloc_fail_after(long n)
+{
+	alloc_budget = n;
+}
 static int alloc_should_fail(void)
 {
 	if (alloc_budget < 0)
@@ -69,8 +83,14 @@ static int alloc_should_fail(void)
 	return 0;
 }
 #else
-void lokr__alloc_fail_after(long n) { (void)n; }
-static int alloc_should_fail(void) { return 0; }
+void lokr__alloc_fail_after(long n)
+{
+	(void)n;
+}
+static int alloc_should_fail(void)
+{
+	return 0;
+}
 #endif
 
 void *lokr__try_malloc(size_t n)

@@ -41,7 +41,7 @@ LOKR_HIDDEN void lokr__alloc_fail_after(long n);
 
 /* Fill `err` (may be NULL) and return `code`.  printf-style. */
 LOKR_HIDDEN int lokr__fail(lokr_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Checked arithmetic: return 0 on success, -1 on overflow (result untouched). */
 static inline int lokr__mul_u64(uint64_t a, uint64_t b, uint64_t *r)
@@ -93,8 +93,8 @@ LOKR_HIDDEN uint64_t lokr__plan_bytes(const struct lokr_plan *plan);
 /* lib/dtype.c: look up a safetensors dtype string of `len` bytes (every dtype
  * of lycoris-format.md 1.2); 0 and the canonical name (static), the element
  * size in bits and the decodable lokr_dtype (OTHER if none), or -1. */
-LOKR_HIDDEN int lokr__st_dtype_lookup(const char *s, size_t len, const char **canon,
-                                      unsigned *bits, lokr_dtype *dt);
+LOKR_HIDDEN int lokr__st_dtype_lookup(const char *s, size_t len, const char **canon, unsigned *bits,
+                                      lokr_dtype *dt);
 
 /* lib/base.c: the base blob's checksum over `len` bytes (len % 32 == 0),
  * the checksum field taken as zero (exposed for tests and benchmarks). */
