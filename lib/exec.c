@@ -258,6 +258,24 @@ static size_t segment_scratch(const lokr_exec *ctx, const cref *c, size_t nc, in
 	return delta + dora_out + dora_in + save;
 }
 
+/* Y (R x out) = alpha X W0^T + beta Y, beta 0 or 1: exactly what a caller of
+ * OpenBLAS would do (sgemv for one row, sgemm otherwise), so the base path
+ * is the raw OpenBLAS cost (bench: base_vs_openblas). */
+static void base_gemm(const lokr_layer *layer, int64_t R, const float *X, float alpha, float beta,
+                      float *Y)
+{
+	const int in = (int)layer->in, out = (int)layer->out;
+	if (R == 1) {
+		if (beta == 0.0f)
+			memset(Y, 0, (size_t)out * sizeof *Y);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, alpha, layer->weight, in, X, 1,
+		            1.0f, Y, 1);
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, out, in, alpha, X, in,
+	            layer->weight, in, beta, Y, out);
+}
+
 /* Add the set's contributions to Y (N x out), which holds W0 x on entry. */
 static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, size_t nc,
                         int64_t N, const float *X, float *Y, float *ws)
@@ -311,7 +329,7 @@ static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, 
 			} else {
 				cblas_saxpy((int)ny, -lam, B, 1, Y, 1);
 			}
-			lokr__mm_nt(N, out, in, lam, xg, in, layer->weight, in, 1.0f, Y, out);
+			base_gemm(layer, N, xg, lam, 1.0f, Y);
 			lokr__plan_apply(m->plan, ctx->w1step, N, xg, lam * s, 1.0f, Y, dws);
 			break;
 		}
@@ -519,7 +537,7 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 	}
 
 	/* one base GEMM for every row */
-	lokr__mm_nt(R, out, in, 1.0f, X, in, layer->weight, in, 0.0f, Y, out);
+	base_gemm(layer, R, X, 1.0f, 0.0f, Y);
 
 	/* factored deltas per segment */
 	for (size_t g = 0; g < ng; g++) {

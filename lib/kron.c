@@ -31,14 +31,16 @@ static void zero_rows(float *C, int64_t M, int64_t N, int64_t ldc)
 
 /* A few rows against a big B: OpenBLAS's sgemm packs all of B on every call
  * (perf: sgemm_incopy was 61 % of a 64-adapter batch of 4x4 (x) 320x320
- * adapters), while one sgemv per row streams B and finds it in L2 for the
- * next row.  Hand-written register-blocked kernels for the small products
- * were tried too (bench/, 320x320 and 1280x1280 batches of 64 adapters)
- * and were no faster than OpenBLAS's own small-matrix path, so the small
+ * adapters), while one sgemv per row streams B and finds it in L2/L3 for
+ * the next row.  Not for B past a few MiB (the base weight: every row
+ * would stream it from memory again; the base GEMM does not come here).  Hand-written
+ * register-blocked kernels for the small products were tried too (bench/, 320x320 and 1280x1280
+ * batches of 64 adapters) and were no faster than OpenBLAS's own small-matrix path, so the small
  * products stay with OpenBLAS. */
 static int skinny(int64_t M, int64_t N, int64_t K)
 {
-	return M <= 8 && (double)N * (double)K >= 16384.0;
+	double nk = (double)N * (double)K;
+	return M <= 8 && nk >= 16384.0 && nk <= 1048576.0; /* B of 64 KiB .. 4 MiB */
 }
 
 /* One row through sgemv: c (N) = alpha B (N x K) a + beta c, or with B^T
@@ -66,6 +68,70 @@ static void gemv_col(int64_t M, int64_t K, float alpha, const float *A, int64_t 
 		zero_rows(C, M, 1, ldc);
 	cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, alpha, A, (int)lda, b, (int)incb,
 	            beta == 0.0f ? 1.0f : beta, C, (int)ldc);
+}
+
+/* Narrow products (N <= 4 columns: the m2 = 4 side of unbalanced factors)
+ * are where OpenBLAS's small path is slowest (perf: a 320x4 times 4x4
+ * product took ~1.5 us; with 8 columns OpenBLAS was faster again, measured
+ * on 320x320 and 640x640 batches, so only N <= 4 comes here).  This kernel keeps a whole row of
+ * C in one 8-wide register, four rows at a time so four FMA chains run in
+ * parallel; B is copied zero-padded to 8 columns first.  Cloned for
+ * x86-64-v3 (AVX2+FMA) with a baseline fallback, selected by CPU features. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define LOKR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define LOKR_CLONES
+#endif
+
+typedef float v8f __attribute__((vector_size(32)));
+
+#define NARROW_MAX_K 256 /* B padded to K x 8 floats on the stack */
+
+LOKR_CLONES
+static void narrow_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+	v8f bp[NARROW_MAX_K];
+	for (int64_t k = 0; k < K; k++) {
+		float t[8] = {0};
+		for (int64_t j = 0; j < N; j++)
+			t[j] = B[k * ldb + j];
+		memcpy(&bp[k], t, sizeof t);
+	}
+	int64_t i = 0;
+	for (; i + 4 <= M; i += 4) {
+		const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+		v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+		for (int64_t k = 0; k < K; k++) {
+			c0 += a0[k] * bp[k];
+			c1 += a1[k] * bp[k];
+			c2 += a2[k] * bp[k];
+			c3 += a3[k] * bp[k];
+		}
+		v8f cs[4] = {c0, c1, c2, c3};
+		for (int ii = 0; ii < 4; ii++) {
+			float v[8];
+			memcpy(v, &cs[ii], sizeof v);
+			float *c = C + (i + ii) * ldc;
+			if (beta == 0.0f)
+				for (int64_t j = 0; j < N; j++)
+					c[j] = alpha * v[j];
+			else
+				for (int64_t j = 0; j < N; j++)
+					c[j] += alpha * v[j];
+		}
+	}
+	for (; i < M; i++) {
+		const float *a = A + i * lda;
+		v8f c = {0};
+		for (int64_t k = 0; k < K; k++)
+			c += a[k] * bp[k];
+		float v[8];
+		memcpy(v, &c, sizeof v);
+		float *cr = C + i * ldc;
+		for (int64_t j = 0; j < N; j++)
+			cr[j] = beta == 0.0f ? alpha * v[j] : cr[j] + alpha * v[j];
+	}
 }
 
 void lokr__mm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -99,6 +165,10 @@ void lokr__mm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, i
 	if (K <= 0) {
 		if (beta == 0.0f)
 			zero_rows(C, M, N, ldc);
+		return;
+	}
+	if (N <= 4 && K <= NARROW_MAX_K && M >= 2) {
+		narrow_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}
 	if (M == 1 || skinny(M, N, K)) {
