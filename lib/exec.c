@@ -53,6 +53,7 @@ typedef struct group_info {
 	int64_t rows;
 	int64_t row_off;
 	int64_t cursor; /* next free row while items are placed */
+	int64_t in_off; /* first row in XG/UG (input-axis DoRA), -1 if none */
 } group_info;
 
 int lokr_exec_new(uint64_t max_scratch, lokr_exec **out, lokr_error *err)
@@ -244,7 +245,9 @@ static void dora_out_row(float *y, const float *b, const float *t, const float *
 static size_t segment_scratch(const lokr_exec *ctx, const cref *c, size_t nc, int64_t rows,
                               int64_t in, int64_t out)
 {
-	size_t delta = 0, dora_out = 0, dora_in = 0;
+	size_t delta = 0, dora_out = 0;
+	int dora_in = 0;
+	(void)in;
 	for (size_t i = 0; i < nc; i++) {
 		size_t d = lokr__plan_scratch(c[i].m->plan, ctx->w1step, rows);
 		if (d > delta)
@@ -252,10 +255,10 @@ static size_t segment_scratch(const lokr_exec *ctx, const cref *c, size_t nc, in
 		if (c[i].m->dora_axis == LOKR_DORA_OUT)
 			dora_out = (size_t)rows * (size_t)out;
 		if (c[i].m->dora_axis == LOKR_DORA_IN)
-			dora_in = (size_t)rows * (size_t)in;
+			dora_in = 1;
 	}
 	size_t save = (nc > 1 && (dora_out || dora_in)) ? (size_t)rows * (size_t)out : 0;
-	return delta + dora_out + dora_in + save;
+	return delta + dora_out + save;
 }
 
 /* Y (R x out) = alpha X W0^T + beta Y, beta 0 or 1: exactly what a caller of
@@ -276,9 +279,12 @@ static void base_gemm(const lokr_layer *layer, int64_t R, const float *X, float 
 	            layer->weight, in, beta, Y, out);
 }
 
-/* Add the set's contributions to Y (N x out), which holds W0 x on entry. */
+/* Add the set's contributions to Y (N x out), which holds W0 x on entry.
+ * XG / UG: for each input-axis DoRA adapter of the set in order, N rows of
+ * g .* x and of W0 (g .* x), computed for the whole batch in one GEMM. */
 static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, size_t nc,
-                        int64_t N, const float *X, float *Y, float *ws)
+                        int64_t N, const float *X, float *Y, const float *XG, const float *UG,
+                        float *ws)
 {
 	const int64_t in = layer->in, out = layer->out;
 	const size_t ny = (size_t)N * (size_t)out, nx = (size_t)N * (size_t)in;
@@ -288,7 +294,7 @@ static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, 
 		has_out |= c[i].m->dora_axis == LOKR_DORA_OUT;
 		has_in |= c[i].m->dora_axis == LOKR_DORA_IN;
 	}
-	/* carve: [B save][T out-DoRA][xg in-DoRA][delta scratch] */
+	/* carve: [B save][T out-DoRA][delta scratch] */
 	float *B = Y;
 	float *at = ws;
 	if (nc > 1 && any_dora) {
@@ -298,8 +304,6 @@ static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, 
 	}
 	float *T = has_out ? at : NULL;
 	at += has_out ? ny : 0;
-	float *xg = has_in ? at : NULL;
-	at += has_in ? nx : 0;
 	float *dws = at;
 
 	for (size_t i = 0; i < nc; i++) {
@@ -320,17 +324,14 @@ static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, 
 		}
 		case LOKR_DORA_IN: {
 			/* y += l (W0 (g .* x) + s K (g .* x) - B) */
-			const float *g = m->dora_g;
-			for (int64_t n = 0; n < N; n++)
-				for (int64_t k = 0; k < in; k++)
-					xg[n * in + k] = g[k] * X[n * in + k];
-			if (B == Y) {
+			if (B == Y)
 				cblas_sscal((int)ny, 1.0f - lam, Y, 1);
-			} else {
+			else
 				cblas_saxpy((int)ny, -lam, B, 1, Y, 1);
-			}
-			base_gemm(layer, N, xg, lam, 1.0f, Y);
-			lokr__plan_apply(m->plan, ctx->w1step, N, xg, lam * s, 1.0f, Y, dws);
+			cblas_saxpy((int)ny, lam, UG, 1, Y, 1);
+			lokr__plan_apply(m->plan, ctx->w1step, N, XG, lam * s, 1.0f, Y, dws);
+			XG += nx;
+			UG += ny;
 			break;
 		}
 		}
@@ -490,6 +491,21 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 	/* scratch */
 	const int direct = active == 1;
 	uint64_t fl = direct ? 0 : (uint64_t)R * (uint64_t)(in + out);
+	/* input-axis DoRA: the rows g .* x of every (segment, such adapter)
+	 * go through the base weight together, in one more GEMM */
+	int64_t nin = 0;
+	for (size_t g = 0; g < ng; g++) {
+		const item_info *f = &info[groups[g].first_item];
+		groups[g].in_off = -1;
+		for (size_t k = 0; k < f->ccount; k++)
+			if (crefs[f->cfirst + k].m->dora_axis == LOKR_DORA_IN) {
+				if (groups[g].in_off < 0)
+					groups[g].in_off = nin;
+				nin += groups[g].rows;
+			}
+	}
+	if (lokr__add_u64(fl, (uint64_t)nin * (uint64_t)(in + out), &fl))
+		return lokr__fail(err, LOKR_ERANGE, "exec: scratch size overflows");
 	size_t segmax = 0;
 	for (size_t g = 0; g < ng; g++) {
 		const item_info *f = &info[groups[g].first_item];
@@ -539,6 +555,27 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 	/* one base GEMM for every row */
 	base_gemm(layer, R, X, 1.0f, 0.0f, Y);
 
+	float *XG = ws, *UG = ws + (size_t)nin * (size_t)in;
+	ws = UG + (size_t)nin * (size_t)out;
+	if (nin > 0) {
+		for (size_t g = 0; g < ng; g++) {
+			const item_info *f = &info[groups[g].first_item];
+			if (groups[g].in_off < 0)
+				continue;
+			const float *xs = X + (size_t)groups[g].row_off * (size_t)in;
+			float *xg = XG + (size_t)groups[g].in_off * (size_t)in;
+			for (size_t k = 0; k < f->ccount; k++) {
+				const lokr_module *m = crefs[f->cfirst + k].m;
+				if (m->dora_axis != LOKR_DORA_IN)
+					continue;
+				for (int64_t r = 0; r < groups[g].rows; r++, xg += in)
+					for (int64_t c = 0; c < in; c++)
+						xg[c] = m->dora_g[c] * xs[r * in + c];
+			}
+		}
+		base_gemm(layer, nin, XG, 1.0f, 0.0f, UG);
+	}
+
 	/* factored deltas per segment */
 	for (size_t g = 0; g < ng; g++) {
 		const item_info *f = &info[groups[g].first_item];
@@ -546,8 +583,10 @@ int lokr__exec_layer(lokr_exec *ctx, const lokr_layer *layer, size_t layer_index
 			continue;
 		ctx->st.segments++;
 		int64_t o = groups[g].row_off;
+		int64_t io = groups[g].in_off < 0 ? 0 : groups[g].in_off;
 		run_segment(ctx, layer, crefs + f->cfirst, f->ccount, groups[g].rows,
-		            X + (size_t)o * (size_t)in, Y + (size_t)o * (size_t)out, ws);
+		            X + (size_t)o * (size_t)in, Y + (size_t)o * (size_t)out,
+		            XG + (size_t)io * (size_t)in, UG + (size_t)io * (size_t)out, ws);
 	}
 
 	/* bias and scatter */
