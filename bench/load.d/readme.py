@@ -25,7 +25,9 @@ def plots(pdir, results, extra, detail, tmp):
             m = (v / r["goal"]) if r["better"] == "higher" else (r["goal"] / v if v > 0 else 99)
             f.write('%d "%s" %.4f\n' % (i, r["name"], min(m, 50.0)))
     png = os.path.join(pdir, "margins.png")
-    gp = """set terminal pngcairo size 900,520 font ",9"
+    gp = """set terminal pngcairo size 900,560 font ",9" noenhanced
+set bmargin 9
+set rmargin 8
 set output '%s'
 set title "bench/load: margin against the goal (>= 1: met; log scale)"
 set style fill solid 0.6
@@ -47,7 +49,7 @@ plot '%s' using 1:3:xtic(2) with boxes, 1 with lines lw 2 lc rgb 'red'
             for le, c in b["hist"]:
                 f.write('"%s" %d\n' % ("inf" if le == float("inf") else "%g" % le, c))
         png = os.path.join(pdir, "batch.png")
-        gp = """set terminal pngcairo size 700,400 font ",9"
+        gp = """set terminal pngcairo size 700,400 font ",9" noenhanced
 set output '%s'
 set title "lokrd_batch_size under wrk -c64 (1 row per request, 64 adapters): batches per bucket"
 set style fill solid 0.6
@@ -56,6 +58,7 @@ set logscale y
 set xlabel "batch size <= le"
 set grid ytics
 unset key
+set yrange [0.8:*]
 plot '%s' using 0:($2 > 0 ? $2 : 1e-9):xtic(1) with boxes
 """ % (png, dat)
         subprocess.run(["gnuplot"], input=gp, text=True, check=True)
@@ -180,6 +183,11 @@ def write(readme, results, extra, detail, tmp, args, seconds):
         old = open(readme).read()
     except OSError:
         old = ""
+    # bench/aggregate.py rewrites README.md but keeps what follows its marker:
+    # make sure this section is behind that marker.
+    agg = "<!-- hand-written notes below are kept by bench/aggregate.py -->"
+    if agg not in old:
+        old = old + ("\n" if old and not old.endswith("\n") else "") + agg + "\n"
     if BEGIN in old and END in old:
         new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):].lstrip("\n")
     else:

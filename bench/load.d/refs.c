@@ -158,8 +158,8 @@ static int cmd_sgemm(long m, long n, long k, long reps)
 
 /* ------------------------------------------------------------ apply */
 
-static int cmd_apply(const char *base_path, const char *adapter_path, const char *layer,
-                     long rows, long reps)
+static int cmd_apply(const char *base_path, const char *adapter_path, const char *layer, long rows,
+                     long reps)
 {
 	lokr_error e = {0};
 	lokr_base *b = NULL;
