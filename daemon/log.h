@@ -22,7 +22,8 @@ typedef enum lokrd_log_format {
 	LOKRD_LOG_JSON,
 } lokrd_log_format;
 
-/* Set once in main before threads start. */
+/* Set in main before threads start; a SIGHUP reload sets it again (any
+ * thread may log meanwhile). */
 void lokrd_log_setup(lokrd_log_format fmt, lokrd_log_level min_level);
 
 /* Log a lifecycle event.  printf-style; the message is escaped for JSON. */

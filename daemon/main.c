@@ -4,8 +4,16 @@
  * --workers N serving processes sharing the base segment and the socket.
  *
  * A serving process is one libuv loop (HTTP, registry, responses) plus a
- * pool of compute threads.  SIGTERM/SIGINT: stop accepting, finish every
- * request already received, exit 0 (a second SIGINT exits at once).
+ * pool of compute threads.  Signals only record intent through libuv's
+ * signal watchers; the work happens on the loop thread:
+ * - SIGTERM/SIGINT: stop accepting, finish every request already received
+ *   within the drain timeout (then 503 for what still waits), exit 0; a
+ *   second SIGINT exits at once.
+ * - SIGHUP: re-read the config file (the command line still wins), apply
+ *   the reloadable settings (cache budget, log format and level, drain
+ *   timeout, request limits) and rescan the adapter directory.  Listening
+ *   socket and connections are untouched.  With --workers, the supervisor
+ *   forwards it to every worker.
  */
 #define _GNU_SOURCE
 #include <cblas.h>
@@ -22,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compute.h"
@@ -30,8 +39,6 @@
 #include "options.h"
 #include "sd.h"
 #include "server.h"
-
-#define DRAIN_TIMEOUT_NS (30ull * 1000000000ull)
 
 /* ------------------------------------------------------------ socket */
 
@@ -135,16 +142,60 @@ static void begin_shutdown(lokrd_server *s, const char *why)
 	lokrd_log(LOKRD_LOG_INFO, "%s: no new connections; finishing %u requests", why,
 	          lokrd_http_active(s));
 	lokrd_http_quiesce(s);
-	s->drain_deadline_ns = uv_hrtime() + DRAIN_TIMEOUT_NS;
+	s->drain_deadline_ns = uv_hrtime() + (uint64_t)s->opt->drain_timeout_s * 1000000000ull;
 	uv_timer_start(&s->drain_timer, on_drain_tick, 0, 20);
+}
+
+/* SIGHUP (loop thread).  The options are owned by main and written only
+ * here, on the loop thread, so readers on the loop see a consistent set. */
+static void reload(lokrd_server *s)
+{
+	if (s->ready)
+		lokrd_sd_notify("RELOADING=1\nSTATUS=reloading");
+	lokrd_options *live = (lokrd_options *)s->opt;
+	char restart[256];
+	if (lokrd_options_reload(live, restart, sizeof restart)) {
+		s->metrics.reload_errors++;
+		lokrd_log(LOKRD_LOG_ERROR,
+		          "SIGHUP: config %s rejected (see above); keeping the "
+		          "running settings",
+		          live->config_path ? live->config_path : "(none)");
+	} else {
+		s->metrics.reloads++;
+		s->metrics.reload_time = (uint64_t)time(NULL);
+		if (getenv("LOKRD_DEBUG"))
+			live->log_level = LOKRD_LOG_DEBUG;
+		lokrd_log_setup(live->log_format, live->log_level);
+		lokrd_registry_set_budget(s->reg, live->cache_bytes);
+		if (restart[0])
+			lokrd_log(LOKRD_LOG_WARN, "SIGHUP: changed settings need a restart: %s",
+			          restart);
+		lokrd_log(LOKRD_LOG_INFO,
+		          "SIGHUP: config reloaded (cache_bytes %llu, log_format %s, "
+		          "drain_timeout %us)",
+		          (unsigned long long)live->cache_bytes,
+		          live->log_format == LOKRD_LOG_JSON ? "json" : "text",
+		          live->drain_timeout_s);
+	}
+	unsigned removed, changed;
+	lokrd_registry_rescan(s->reg, &removed, &changed);
+	lokrd_registry_stats st;
+	lokrd_registry_stats_get(s->reg, &st);
+	lokrd_log(LOKRD_LOG_INFO,
+	          "SIGHUP: adapter directory rescanned: %u removed, %u changed; %llu resident "
+	          "(%llu bytes)",
+	          removed, changed, (unsigned long long)st.resident,
+	          (unsigned long long)st.resident_bytes);
+	if (s->ready)
+		lokrd_sd_notify("READY=1\nSTATUS=serving");
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
 	lokrd_server *s = h->data;
 	if (signum == SIGHUP) {
-		lokrd_log(LOKRD_LOG_INFO,
-		          "SIGHUP: adapters are re-read on demand; nothing to reload");
+		if (!s->draining)
+			reload(s);
 		return;
 	}
 	if (signum == SIGINT && s->draining) {
@@ -213,7 +264,7 @@ static void base_load_done(lokrd_task *t)
 
 /* ------------------------------------------------------------ serving */
 
-static int serve(const lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
+static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 {
 	uv_loop_t loop;
 	if (uv_loop_init(&loop)) {
@@ -301,7 +352,7 @@ static int serve(const lokrd_options *o, int listen_fd, int shm_fd, int stored_f
 
 /* ------------------------------------------------------------ supervisor */
 
-static pid_t spawn(const lokrd_options *o, int listen_fd, int shm_fd, const sigset_t *old)
+static pid_t spawn(lokrd_options *o, int listen_fd, int shm_fd, const sigset_t *old)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -311,7 +362,7 @@ static pid_t spawn(const lokrd_options *o, int listen_fd, int shm_fd, const sigs
 	_exit(serve(o, listen_fd, shm_fd, -1));
 }
 
-static int supervise(const lokrd_options *o, int listen_fd)
+static int supervise(lokrd_options *o, int listen_fd)
 {
 	lokrd_shm shm = LOKRD_SHM_INIT;
 	lokr_base *base = NULL;
@@ -437,7 +488,9 @@ int main(int argc, char **argv)
 		return 0;
 	if (pr != LOKRD_OPTIONS_RUN)
 		return 2;
-	lokrd_log_setup(o.log_format, getenv("LOKRD_DEBUG") ? LOKRD_LOG_DEBUG : LOKRD_LOG_INFO);
+	if (getenv("LOKRD_DEBUG"))
+		o.log_level = LOKRD_LOG_DEBUG;
+	lokrd_log_setup(o.log_format, o.log_level);
 
 	/* Idle keep-alive connections are cheap; let the fd limit allow them. */
 	struct rlimit rl;

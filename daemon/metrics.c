@@ -22,7 +22,8 @@ static const unsigned status_codes[LOKRD_STATUS_SLOTS] = {
 
 static const char *const route_labels[LOKRD_ROUTE_COUNT] = {
     "other",     "/healthz",  "/readyz",      "/metrics",          "/v1/model",
-    "/v1/apply", "/v1/merge", "/v1/adapters", "/v1/adapters/{id}", "/v1/adapters/{id}/load"};
+    "/v1/apply", "/v1/merge", "/v1/adapters", "/v1/adapters/{id}", "/v1/adapters/{id}/load",
+    "/",         "/v1/status"};
 
 const char *lokrd_route_label(lokrd_route r)
 {
@@ -46,6 +47,41 @@ void lokrd_metrics_init(lokrd_metrics *m)
 	hist_init(&m->queue_wait, latency_bounds, sizeof latency_bounds / sizeof latency_bounds[0]);
 	hist_init(&m->load_seconds, load_bounds, sizeof load_bounds / sizeof load_bounds[0]);
 	m->start_time = (uint64_t)time(NULL);
+	m->reload_time = m->start_time;
+}
+
+const char *lokrd_metrics_tenant(const char *adapter_key, char *buf, size_t len)
+{
+	const char *slash = strchr(adapter_key, '/');
+	if (slash)
+		snprintf(buf, len, "%.*s", (int)(slash - adapter_key), adapter_key);
+	else
+		snprintf(buf, len, "default");
+	return buf;
+}
+
+uint64_t lokrd_metrics_max_adapters(const lokrd_gauges *g)
+{
+	uint64_t mean =
+	    g->resident_adapters ? g->resident_bytes / g->resident_adapters : (uint64_t)8 << 20;
+	if (mean == 0)
+		mean = 1;
+	uint64_t room =
+	    g->cache_budget > g->resident_bytes ? g->cache_budget - g->resident_bytes : 0;
+	return g->resident_adapters + room / mean;
+}
+
+/* Append `s` as a Prometheus label value (escapes \, " and newline). */
+static void label_value(lokrd_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			lokrd_buf_printf(b, "\\%c", *s);
+		else if (*s == '\n')
+			lokrd_buf_puts(b, "\\n");
+		else
+			lokrd_buf_append(b, s, 1);
+	}
 }
 
 void lokrd_hist_observe(lokrd_hist *h, double v)
@@ -154,19 +190,73 @@ void lokrd_metrics_render(const lokrd_metrics *m, const lokrd_gauges *g, lokrd_b
 	gauge(b, "lokrd_adapter_cache_budget_bytes", "The --cache-bytes budget.", g->cache_budget);
 	gauge(b, "lokrd_adapters_resident", "Adapters resident in memory.", g->resident_adapters);
 	gauge(b, "lokrd_adapters_pinned", "Adapters pinned against eviction.", g->pinned_adapters);
-	lokrd_buf_printf(b,
-	                 "# HELP lokrd_adapter_residency Resident and waiting adapters (ids in "
-	                 "labels), for adapter-affinity routing.\n"
-	                 "# TYPE lokrd_adapter_residency gauge\n"
-	                 "lokrd_adapter_residency{running_adapters=\"%s\",waiting_adapters=\"%s\"} "
-	                 "%llu\n",
-	                 g->resident_ids ? g->resident_ids : "",
-	                 g->waiting_ids ? g->waiting_ids : "",
-	                 (unsigned long long)g->resident_adapters);
+	lokrd_buf_puts(b,
+	               "# HELP lokrd_adapter_cache_utilization Resident adapter bytes over "
+	               "the cache budget (0..1).\n# TYPE lokrd_adapter_cache_utilization gauge\n");
+	lokrd_buf_printf(b, "lokrd_adapter_cache_utilization %.6g\n",
+	                 g->cache_budget ? (double)g->resident_bytes / (double)g->cache_budget
+	                                 : 0.0);
+	lokrd_buf_puts(b, "# HELP lokrd_tenant_adapter_resident_bytes Bytes held by resident "
+	                  "adapters, by tenant.\n"
+	                  "# TYPE lokrd_tenant_adapter_resident_bytes gauge\n");
+	for (size_t i = 0; i < g->ntenants; i++) {
+		lokrd_buf_puts(b, "lokrd_tenant_adapter_resident_bytes{tenant=\"");
+		label_value(b, g->tenants[i].name);
+		lokrd_buf_printf(b, "\"} %llu\n", (unsigned long long)g->tenants[i].bytes);
+	}
+	lokrd_buf_puts(b, "# HELP lokrd_tenant_adapters_resident Resident adapters, by "
+	                  "tenant.\n# TYPE lokrd_tenant_adapters_resident gauge\n");
+	for (size_t i = 0; i < g->ntenants; i++) {
+		lokrd_buf_puts(b, "lokrd_tenant_adapters_resident{tenant=\"");
+		label_value(b, g->tenants[i].name);
+		lokrd_buf_printf(b, "\"} %llu\n", (unsigned long long)g->tenants[i].adapters);
+	}
+	/* The residency gauge, with the ids in labels: what the Gateway API
+	 * Inference Extension reads for adapter-affinity routing.  lokrd's own
+	 * name carries the resident count; vLLM's name (the one the gateway
+	 * looks for) carries the scrape time, as vLLM does. */
+	const char *run = g->resident_ids ? g->resident_ids : "";
+	const char *wait = g->waiting_ids ? g->waiting_ids : "";
+	unsigned long long max = (unsigned long long)lokrd_metrics_max_adapters(g);
+	lokrd_buf_puts(b, "# HELP lokrd_adapter_residency Resident and loading adapters (ids in "
+	                  "labels) and how many fit, for adapter-affinity routing.\n"
+	                  "# TYPE lokrd_adapter_residency gauge\n"
+	                  "lokrd_adapter_residency{max_adapters=\"");
+	lokrd_buf_printf(b, "%llu\",running_adapters=\"", max);
+	label_value(b, run);
+	lokrd_buf_puts(b, "\",waiting_adapters=\"");
+	label_value(b, wait);
+	lokrd_buf_printf(b, "\"} %llu\n", (unsigned long long)g->resident_adapters);
+	lokrd_buf_puts(b, "# HELP vllm:lora_requests_info lokrd's adapter residency under vLLM's "
+	                  "name (value: scrape time), for the Gateway API Inference Extension.\n"
+	                  "# TYPE vllm:lora_requests_info gauge\n"
+	                  "vllm:lora_requests_info{max_lora=\"");
+	lokrd_buf_printf(b, "%llu\",running_lora_adapters=\"", max);
+	label_value(b, run);
+	lokrd_buf_puts(b, "\",waiting_lora_adapters=\"");
+	label_value(b, wait);
+	lokrd_buf_printf(b, "\"} %llu\n", (unsigned long long)time(NULL));
+	gauge(b, "vllm:num_requests_waiting",
+	      "Compute jobs waiting for a worker (lokrd_queue_depth under vLLM's name).",
+	      g->queued);
+	gauge(b, "vllm:num_requests_running",
+	      "Compute jobs being run (lokrd_jobs_running under vLLM's name).", g->running);
+	lokrd_buf_puts(b, "# HELP vllm:gpu_cache_usage_perc lokrd_adapter_cache_utilization under "
+	                  "the KV-cache name the inference gateway reads (0..1).\n"
+	                  "# TYPE vllm:gpu_cache_usage_perc gauge\n");
+	lokrd_buf_printf(b, "vllm:gpu_cache_usage_perc %.6g\n",
+	                 g->cache_budget ? (double)g->resident_bytes / (double)g->cache_budget
+	                                 : 0.0);
 	gauge(b, "lokrd_base_bytes", "Bytes of float32 base weights.", g->base_bytes);
 	gauge(b, "lokrd_base_shm_bytes", "Bytes of the shared base segment.", g->shm_bytes);
 	gauge(b, "lokrd_ready", "1 once the base is attached.", (uint64_t)g->ready);
 	gauge(b, "lokrd_http_connections", "Open HTTP connections.", g->connections);
+	gauge(b, "lokrd_draining", "1 after SIGTERM while requests finish.", (uint64_t)g->draining);
+	counter(b, "lokrd_config_reloads_total", "SIGHUP reloads applied.", m->reloads);
+	counter(b, "lokrd_config_reload_errors_total", "SIGHUP reloads refused (bad config).",
+	        m->reload_errors);
+	gauge(b, "lokrd_config_last_reload_success_timestamp_seconds",
+	      "Time of the last good reload (or of the start).", m->reload_time);
 	lokrd_buf_printf(b,
 	                 "# HELP lokrd_start_time_seconds Start time of the process.\n"
 	                 "# TYPE lokrd_start_time_seconds gauge\nlokrd_start_time_seconds %llu\n",

@@ -25,6 +25,8 @@ typedef enum lokrd_route {
 	LOKRD_ROUTE_ADAPTERS,     /* GET /v1/adapters */
 	LOKRD_ROUTE_ADAPTER,      /* GET/PUT/DELETE /v1/adapters/{id} */
 	LOKRD_ROUTE_ADAPTER_LOAD, /* POST /v1/adapters/{id}/load */
+	LOKRD_ROUTE_STATUS_PAGE,  /* GET / (HTML) */
+	LOKRD_ROUTE_STATUS,       /* GET /v1/status */
 	LOKRD_ROUTE_COUNT
 } lokrd_route;
 
@@ -50,12 +52,25 @@ typedef struct lokrd_metrics {
 	uint64_t cache_hits, cache_misses, loads, load_failures, evictions;
 	lokrd_hist load_seconds;
 	uint64_t rejected_overload;
-	uint64_t start_time; /* unix seconds */
+	uint64_t start_time;             /* unix seconds */
+	uint64_t reloads, reload_errors; /* SIGHUP config reloads */
+	uint64_t reload_time;            /* unix seconds of the last good reload (or start) */
 } lokrd_metrics;
 
 void lokrd_metrics_init(lokrd_metrics *m);
 void lokrd_metrics_request(lokrd_metrics *m, lokrd_route route, unsigned status, double seconds);
 void lokrd_hist_observe(lokrd_hist *h, double v);
+
+/* Resident adapters of one tenant. */
+typedef struct lokrd_tenant_usage {
+	char name[136];
+	uint64_t bytes, adapters;
+} lokrd_tenant_usage;
+
+/* The tenant an adapter key belongs to, into buf: the part before the
+ * first '/' of a "tenant/id" key, or "default" for a plain id (no tenants
+ * configured).  Returns buf. */
+const char *lokrd_metrics_tenant(const char *adapter_key, char *buf, size_t len);
 
 /* Gauges read at scrape time by the caller. */
 typedef struct lokrd_gauges {
@@ -67,7 +82,15 @@ typedef struct lokrd_gauges {
 	int ready;
 	const char *resident_ids; /* comma-separated, for the residency gauge */
 	const char *waiting_ids;
+	const lokrd_tenant_usage *tenants; /* resident bytes per tenant */
+	size_t ntenants;
+	int draining;
 } lokrd_gauges;
+
+/* The residency gauge's max_adapters (vLLM's max_lora): resident adapters
+ * plus how many more of their mean size fit in the free cache budget (8 MiB
+ * assumed while none is resident). */
+uint64_t lokrd_metrics_max_adapters(const lokrd_gauges *g);
 
 /* Append the whole exposition to `b`. */
 void lokrd_metrics_render(const lokrd_metrics *m, const lokrd_gauges *g, lokrd_buf *b);

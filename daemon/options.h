@@ -1,6 +1,12 @@
 /*
  * options.h - lokrd's settings: defaults, the JSON config file (--config)
  * and the command line, which wins over the file (DESIGN.md "Command line").
+ *
+ * Every setting has a config key; most also have a command-line option.
+ * They are one table in options.c (config_keys[]): to add a setting, add a
+ * field here, a default in defaults() and a row there.  A row marked
+ * reloadable is re-read on SIGHUP (lokrd_options_reload); the others need a
+ * restart and SIGHUP says so.
  */
 #ifndef LOKRD_OPTIONS_H
 #define LOKRD_OPTIONS_H
@@ -15,14 +21,17 @@
 typedef struct lokrd_options {
 	char *base[LOKRD_MAX_BASES]; /* owned paths */
 	size_t nbase;
-	char *adapters_dir;   /* owned */
-	char *listen_host;    /* owned; "127.0.0.1" by default */
-	int listen_port;      /* 0 = ephemeral */
-	char *config_path;    /* owned or NULL */
-	int threads;          /* compute workers; 0 = available parallelism */
-	uint64_t cache_bytes; /* adapter cache budget, bytes */
-	int workers;          /* serving processes; 1 = no fork */
-	lokrd_log_format log_format;
+	char *adapters_dir;          /* owned */
+	char *listen_host;           /* owned; "127.0.0.1" by default */
+	int listen_port;             /* 0 = ephemeral */
+	char *config_path;           /* owned or NULL */
+	int threads;                 /* compute workers; 0 = available parallelism */
+	uint64_t cache_bytes;        /* adapter cache budget, bytes (reloadable) */
+	int workers;                 /* serving processes; 1 = no fork */
+	lokrd_log_format log_format; /* reloadable */
+	lokrd_log_level log_level;   /* least severe level logged (reloadable) */
+	unsigned drain_timeout_s;    /* SIGTERM: bound on finishing requests (reloadable) */
+	char *shm_name;              /* owned or NULL: named POSIX segment for the base */
 
 	/* Limits (the config keys of issue "limits" extend these). */
 	uint64_t max_json_body;  /* bytes of a JSON request body */
@@ -33,6 +42,11 @@ typedef struct lokrd_options {
 	unsigned idle_timeout_s; /* MHD connection timeout */
 	unsigned max_connections;
 	unsigned max_connections_per_ip;
+
+	/* The command line, kept (borrowed from main) so a reload can apply it
+	 * again over the re-read file. */
+	int argc;
+	char **argv;
 } lokrd_options;
 
 /* What lokrd_options_parse asks the caller to do. */
@@ -43,10 +57,19 @@ enum {
 };
 
 /* Fill `o` from defaults, the config file named by --config (if any) and
- * argv.  Prints help/version/errors itself.  Returns one of the values
- * above; on RUN the caller frees with lokrd_options_free. */
+ * argv (borrowed: it must outlive `o`).  Prints help/version/errors itself;
+ * every config error names the file and the key.  Returns one of the
+ * values above; on RUN the caller frees with lokrd_options_free. */
 int lokrd_options_parse(lokrd_options *o, int argc, char **argv);
 void lokrd_options_free(lokrd_options *o);
+
+/* SIGHUP: read the config file and the command line again and copy the
+ * reloadable settings into `live` (loop thread; nothing else writes
+ * `live`).  Settings that changed but need a restart are listed in
+ * `restart` ("listen, threads" or ""), and are not applied.  Returns 0, or
+ * -1 when the file does not parse or validate (errors on stderr; `live`
+ * untouched). */
+int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len);
 
 /* Parse "123", "64K", "512M", "4G" (powers of 1024) into bytes; -1 on error. */
 int lokrd_parse_size(const char *s, uint64_t *out);

@@ -764,3 +764,51 @@ void lokrd_registry_ids(lokrd_registry *r, char *resident, size_t rlen, char *wa
 			if (e->state == E_LOADING)
 				append_id(waiting, wlen, &wa, e->id);
 }
+
+/* ------------------------------------------------------------ reload */
+
+void lokrd_registry_set_budget(lokrd_registry *r, uint64_t budget)
+{
+	r->budget = budget;
+	evict(r, NULL);
+}
+
+void lokrd_registry_rescan(lokrd_registry *r, unsigned *removed, unsigned *changed)
+{
+	*removed = *changed = 0;
+	for (size_t i = 0; i < r->nbuckets; i++) {
+		for (entry *e = r->buckets[i], *next; e; e = next) {
+			next = e->hnext;
+			if (e->state == E_LOADING || e->locked)
+				continue;
+			char path[PATH_MAX];
+			struct stat st;
+			if (lokrd_registry_path(r, e->id, path, sizeof path))
+				continue;
+			if (stat(path, &st) || !S_ISREG(st.st_mode)) {
+				if (e->state == E_READY || e->state == E_FAILED || e->pinned)
+					(*removed)++;
+				lokrd_registry_forget(r, e->id);
+				continue;
+			}
+			lokrd_file_ident id;
+			lokrd_file_ident_of(&st, &id);
+			if ((e->state == E_READY || e->state == E_FAILED) &&
+			    !lokrd_file_ident_eq(&e->ident, &id)) {
+				(*changed)++;
+				drop_version(r, e);
+				free(e->fail_msg);
+				e->fail_msg = NULL;
+				e->state = E_IDLE;
+			}
+		}
+	}
+}
+
+void lokrd_registry_foreach_resident(lokrd_registry *r,
+                                     void (*cb)(void *arg, const char *id, uint64_t bytes),
+                                     void *arg)
+{
+	for (entry *e = r->lru_head; e; e = e->next)
+		cb(arg, e->id, e->ver->resident_bytes);
+}

@@ -135,6 +135,19 @@ const char *lokrd_registry_failure(lokrd_registry *r, const char *id,
 int lokrd_registry_summary(lokrd_registry *r, const char *id, const lokrd_file_ident *ident,
                            lokrd_summary *s);
 
+/* SIGHUP: a new cache budget (evicts down to it at once). */
+void lokrd_registry_set_budget(lokrd_registry *r, uint64_t budget);
+/* SIGHUP: compare every known adapter with its file.  A removed file's
+ * adapter is forgotten (memory freed, pin cleared), a changed file's
+ * resident version or remembered failure is dropped (the next request loads
+ * the new file).  Entries being loaded or written are left alone; requests
+ * in flight keep their versions.  Counts go to the out parameters. */
+void lokrd_registry_rescan(lokrd_registry *r, unsigned *removed, unsigned *changed);
+/* Call cb for every resident adapter (id, resident bytes). */
+void lokrd_registry_foreach_resident(lokrd_registry *r,
+                                     void (*cb)(void *arg, const char *id, uint64_t bytes),
+                                     void *arg);
+
 int lokrd_file_ident_eq(const lokrd_file_ident *a, const lokrd_file_ident *b);
 void lokrd_file_ident_of(const struct stat *st, lokrd_file_ident *id);
 

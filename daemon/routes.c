@@ -16,6 +16,7 @@
 #include "log.h"
 #include "route_impl.h"
 #include "routes.h"
+#include "status_page.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -125,47 +126,6 @@ static void route_readyz(lokrd_req *r)
 	lokrd_req_json(r, 200, b, b ? strlen(b) : 0);
 }
 
-static void route_metrics(lokrd_req *r)
-{
-	lokrd_server *s = r->srv;
-	lokrd_gauges g = {0};
-	size_t queued = 0, running = 0;
-	lokrd_pool_stats(&s->pool, &queued, &running);
-	g.queued = queued;
-	g.running = running;
-	g.inflight = (uint64_t)s->inflight;
-	g.ready = s->ready;
-	g.connections = lokrd_http_connections(s);
-	if (s->base) {
-		g.base_bytes = lokr_base_bytes(s->base);
-		g.shm_bytes = s->shm.len;
-	}
-	lokrd_registry_stats st;
-	lokrd_registry_stats_get(s->reg, &st);
-	g.resident_bytes = st.resident_bytes;
-	g.cache_budget = st.budget;
-	g.resident_adapters = st.resident;
-	g.pinned_adapters = st.pinned;
-	g.known_adapters = st.known;
-	char res_ids[2048], wait_ids[2048];
-	lokrd_registry_ids(s->reg, res_ids, sizeof res_ids, wait_ids, sizeof wait_ids);
-	g.resident_ids = res_ids;
-	g.waiting_ids = wait_ids;
-	lokrd_buf b;
-	lokrd_buf_init(&b, (size_t)16 << 20);
-	lokrd_metrics_render(&s->metrics, &g, &b);
-	size_t len;
-	char *text = lokrd_buf_steal(&b, &len);
-	struct MHD_Response *resp =
-	    text ? MHD_create_response_from_buffer_with_free_callback(len, text, free) : NULL;
-	if (resp)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-		                        "text/plain; version=0.0.4; charset=utf-8");
-	else
-		free(text);
-	lokrd_req_respond(r, 200, resp);
-}
-
 static const char *kind_name(const lokr_layer *l)
 {
 	if (l->kind == LOKR_LAYER_LINEAR)
@@ -223,7 +183,8 @@ static const route_def fixed[] = {
     {"/healthz", LOKRD_ROUTE_HEALTHZ, "GET"},      {"/readyz", LOKRD_ROUTE_READYZ, "GET"},
     {"/metrics", LOKRD_ROUTE_METRICS, "GET"},      {"/v1/model", LOKRD_ROUTE_MODEL, "GET"},
     {"/v1/apply", LOKRD_ROUTE_APPLY, "POST"},      {"/v1/merge", LOKRD_ROUTE_MERGE, "POST"},
-    {"/v1/adapters", LOKRD_ROUTE_ADAPTERS, "GET"},
+    {"/v1/adapters", LOKRD_ROUTE_ADAPTERS, "GET"}, {"/", LOKRD_ROUTE_STATUS_PAGE, "GET"},
+    {"/v1/status", LOKRD_ROUTE_STATUS, "GET"},
 };
 
 static int method_is(const lokrd_req *r, const char *m)
@@ -358,7 +319,8 @@ void lokrd_routes_dispatch(lokrd_req *r)
 {
 	lokrd_server *s = r->srv;
 	if (r->route != LOKRD_ROUTE_HEALTHZ && r->route != LOKRD_ROUTE_READYZ &&
-	    r->route != LOKRD_ROUTE_METRICS && !s->ready) {
+	    r->route != LOKRD_ROUTE_METRICS && r->route != LOKRD_ROUTE_STATUS &&
+	    r->route != LOKRD_ROUTE_STATUS_PAGE && !s->ready) {
 		lokrd_req_error(r, 503, "not_ready", "the base model is still loading");
 		return;
 	}
@@ -370,7 +332,13 @@ void lokrd_routes_dispatch(lokrd_req *r)
 		route_readyz(r);
 		break;
 	case LOKRD_ROUTE_METRICS:
-		route_metrics(r);
+		lokrd_route_metrics(r);
+		break;
+	case LOKRD_ROUTE_STATUS:
+		lokrd_route_status(r);
+		break;
+	case LOKRD_ROUTE_STATUS_PAGE:
+		lokrd_route_status_page(r);
 		break;
 	case LOKRD_ROUTE_MODEL:
 		route_model(r);
