@@ -3,13 +3,25 @@
  *
  * Hardening (reliability.md §2.2): idle timeout, connection and per-IP
  * limits (the per-IP default stays >= 256: behind a proxy every client
- * shares one address), a 128 KiB per-connection memory pool (request line
- * and headers), SIGPIPE ignored by us, MHD's errors routed to our log, a
- * panic handler that logs before aborting, and our own URL unescaper that
- * refuses to decode %00 so a NUL can never truncate a path.
+ * shares one address), a per-connection memory pool that bounds the
+ * request line and headers (max_header_bytes, 128 KiB by default; MHD
+ * answers 431 or 414 past it), SIGPIPE ignored by us, MHD's errors routed
+ * to our log, a panic handler that logs before aborting, and our own URL
+ * unescaper that refuses to decode %00 so a NUL can never truncate a path.
+ *
+ * Two limits MHD 0.9.75 lacks are kept by a housekeeping timer (limits.h):
+ * - request timeout: a connection that has not delivered a whole request
+ *   within request_timeout_s of opening (or of its previous answer) is shut
+ *   down, whatever it trickles (the idle timeout alone restarts at every
+ *   byte: slow-loris);
+ * - compute deadline: a received request still waiting for its answer
+ *   after compute_deadline_ms gets 503 deadline_exceeded with Retry-After
+ *   (suspended connections never time out in MHD, §2.4); its job finishes
+ *   and its late answer is dropped.
  */
 #include <errno.h>
 #include <jansson.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,14 +36,23 @@
 /* Bytes of a failed upload read and dropped before giving up on it. */
 #define LOKRD_DISCARD_MAX ((uint64_t)64 << 20)
 
+/* One open connection (MHD_OPTION_NOTIFY_CONNECTION). */
+typedef struct conn_info {
+	int fd;
+	uint64_t since_ns; /* receiving a request since; 0 while it is being answered */
+	struct conn_info *prev, *next;
+} conn_info;
+
 struct lokrd_http {
 	struct MHD_Daemon *d;
+	conn_info *conns;
 	uv_poll_t poll;
 	uv_timer_t timer;
 	int in_run, again;
 	unsigned active;
 	lokrd_req *live; /* list of requests MHD still holds */
 	int stopped;
+	int limits_started;
 };
 
 /* ------------------------------------------------------------ pump */
@@ -69,6 +90,8 @@ static void on_timer(uv_timer_t *t)
 {
 	lokrd_http_pump(t->data);
 }
+
+static void conn_mark(struct MHD_Connection *c, uint64_t since_ns);
 
 /* ------------------------------------------------------------ requests */
 
@@ -169,8 +192,14 @@ void lokrd_req_error(lokrd_req *r, unsigned status, const char *code, const char
 	}
 	if (resp) {
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-		if (status == 503 || status == 429)
-			MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+		if (status == 503 || status == 429) {
+			char ra[16];
+			snprintf(ra, sizeof ra, "%u", r->retry_after ? r->retry_after : 1);
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+		}
+		if (status == 401)
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+			                        "Bearer realm=\"lokrd\"");
 		if (status == 405) {
 			const char *allow = "GET";
 			switch (r->route) {
@@ -253,6 +282,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (*upload_size) {
 		size_t n = *upload_size;
 		*upload_size = 0;
+		if (uv_hrtime() - r->t0_ns > (uint64_t)s->opt->request_timeout_s * 1000000000ull) {
+			lokrd_log(LOKRD_LOG_WARN, "%s %s: body not received within %us; closing",
+			          r->method, r->path, s->opt->request_timeout_s);
+			return MHD_NO;
+		}
 		if (r->queued)
 			return MHD_YES;
 		if (!r->resp) {
@@ -277,6 +311,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return queue(r);
 	}
 	r->dispatched = 1;
+	conn_mark(c, 0);
 	r->in_handler = 1;
 	lokrd_routes_dispatch(r);
 	r->in_handler = 0;
@@ -310,9 +345,91 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		lokrd_metrics_request(&s->metrics, r->route, status, secs);
 	lokrd_log_request(r->method, r->path, status, r->log_adapters, r->log_rows,
 	                  (long long)(secs * 1e6));
+	conn_mark(c, uv_hrtime());
 	r->conn = NULL;
 	r->suspended = 0;
 	lokrd_req_unref(r);
+}
+
+/* ------------------------------------------------------------ limits */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	lokrd_server *s = cls;
+	lokrd_http *h = s->http;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		conn_info *ci = calloc(1, sizeof *ci);
+		if (!ci)
+			return;
+		const union MHD_ConnectionInfo *i =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		ci->fd = i ? i->connect_fd : -1;
+		ci->since_ns = uv_hrtime();
+		ci->next = h->conns;
+		if (h->conns)
+			h->conns->prev = ci;
+		h->conns = ci;
+		*socket_context = ci;
+		return;
+	}
+	conn_info *ci = *socket_context;
+	if (!ci)
+		return;
+	if (ci->prev)
+		ci->prev->next = ci->next;
+	else
+		h->conns = ci->next;
+	if (ci->next)
+		ci->next->prev = ci->prev;
+	free(ci);
+	*socket_context = NULL;
+}
+
+static void conn_mark(struct MHD_Connection *c, uint64_t since_ns)
+{
+	const union MHD_ConnectionInfo *i =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	conn_info *ci = i ? i->socket_context : NULL;
+	if (ci)
+		ci->since_ns = since_ns;
+}
+
+static void on_limits_timer(uv_timer_t *t)
+{
+	lokrd_server *s = t->data;
+	lokrd_http *h = s->http;
+	if (!h || h->stopped)
+		return;
+	uint64_t now = uv_hrtime();
+	uint64_t req_ns = (uint64_t)s->opt->request_timeout_s * 1000000000ull;
+	int shut = 0;
+	for (conn_info *ci = h->conns; ci; ci = ci->next)
+		if (ci->since_ns && ci->fd >= 0 && now - ci->since_ns > req_ns) {
+			/* MHD sees the end of the stream at its next poll and closes. */
+			shutdown(ci->fd, SHUT_RDWR);
+			ci->since_ns = 0;
+			shut++;
+		}
+	if (shut)
+		lokrd_log(LOKRD_LOG_WARN,
+		          "closed %d connections that did not send a whole request within %us",
+		          shut, s->opt->request_timeout_s);
+	uint64_t dl_ns = s->opt->compute_deadline_ms * 1000000ull;
+	for (lokrd_req *r = h->live, *next; r; r = next) {
+		next = r->next;
+		/* Not a PUT: an upload being validated finishes, whatever the time. */
+		if (r->dispatched && r->suspended && !r->resp && !r->queued &&
+		    strcmp(r->method, "PUT") && now - r->t0_ns > dl_ns) {
+			r->retry_after = 1;
+			s->metrics.rejected_overload++;
+			lokrd_req_error(r, 503, "deadline_exceeded",
+			                "no answer within %llu ms; retry later",
+			                (unsigned long long)s->opt->compute_deadline_ms);
+		}
+	}
+	if (shut)
+		lokrd_http_pump(s);
 }
 
 /* ------------------------------------------------------------ MHD hooks */
@@ -373,14 +490,16 @@ int lokrd_http_start(lokrd_server *s, int listen_fd)
 	s->loop->data = s;
 	MHD_set_panic_func(mhd_panic, NULL);
 	const lokrd_options *o = s->opt;
+	size_t mem = (size_t)o->max_header_bytes;
 	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	h->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, listen_fd,
 	    MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 	    o->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->max_connections_per_ip,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)128 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
-	    on_completed, s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, MHD_OPTION_EXTERNAL_LOGGER,
-	    mhd_logger, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+	    NULL, MHD_OPTION_END);
 	if (!h->d) {
 		lokrd_log(LOKRD_LOG_ERROR, "MHD_start_daemon failed");
 		return -1;
@@ -395,6 +514,13 @@ int lokrd_http_start(lokrd_server *s, int listen_fd)
 	uv_poll_start(&h->poll, UV_READABLE, on_poll);
 	uv_timer_init(s->loop, &h->timer);
 	h->timer.data = s;
+	/* Deadlines are checked at a tenth of the shortest one (20 ms..250 ms). */
+	uint64_t tick = o->compute_deadline_ms / 10;
+	tick = tick < 20 ? 20 : tick > 250 ? 250 : tick;
+	uv_timer_init(s->loop, &s->limits_timer);
+	s->limits_timer.data = s;
+	uv_timer_start(&s->limits_timer, on_limits_timer, tick, tick);
+	h->limits_started = 1;
 	lokrd_http_pump(s);
 	return 0;
 }
@@ -450,6 +576,10 @@ void lokrd_http_stop(lokrd_server *s)
 	uv_close((uv_handle_t *)&h->poll, NULL);
 	uv_timer_stop(&h->timer);
 	uv_close((uv_handle_t *)&h->timer, NULL);
+	if (h->limits_started) {
+		uv_timer_stop(&s->limits_timer);
+		uv_close((uv_handle_t *)&s->limits_timer, NULL);
+	}
 	MHD_stop_daemon(h->d);
 	h->d = NULL;
 }

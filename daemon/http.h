@@ -32,7 +32,11 @@ struct lokrd_req {
 	char method[16];
 	char *path; /* owned copy of the decoded path */
 	lokrd_route route;
-	char id[LOKRD_ID_MAX + 1]; /* {id} of adapter routes (validated by the route) */
+	char id[LOKRD_ID_MAX + 1];   /* {id} of adapter routes (validated by the route) */
+	struct lokrd_tenant *tenant; /* whose namespace (NULL: admin on no tenant) */
+	lokrd_registry *reg;         /* the tenant's registry, borrowed */
+	int admin;                   /* authenticated with an admin token */
+	unsigned retry_after;        /* seconds for Retry-After on 429/503; 0 = 1 */
 	int id_ok;
 	lokrd_buf body;      /* JSON bodies */
 	uint64_t body_bytes; /* bytes received (JSON or upload) */

@@ -39,6 +39,7 @@
 #include "options.h"
 #include "sd.h"
 #include "server.h"
+#include "tenant.h"
 
 /* ------------------------------------------------------------ socket */
 
@@ -230,7 +231,7 @@ static void base_load_run(lokrd_task *t)
 
 static void base_ready(lokrd_server *s)
 {
-	lokrd_registry_set_base(s->reg, s->base);
+	lokrd_tenants_set_base(s, s->base);
 	s->ready = 1;
 	lokrd_sd_notify("READY=1\nSTATUS=serving");
 	lokrd_log(LOKRD_LOG_INFO, "base attached: %zu layers, %llu bytes in %s (sealed)",
@@ -297,7 +298,13 @@ static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 		lokrd_log(LOKRD_LOG_ERROR, "cannot start %d compute threads", s.threads);
 		return 1;
 	}
-	s.reg = lokrd_registry_new(o->adapters_dir, o->cache_bytes, &s.pool, &s.metrics);
+	if (lokrd_tenants_start(&s)) {
+		lokrd_pool_stop(&s.pool);
+		lokrd_pool_close(&s.pool);
+		uv_run(&loop, UV_RUN_NOWAIT);
+		uv_loop_close(&loop);
+		return 1;
+	}
 	uv_timer_init(&loop, &s.drain_timer);
 	s.drain_timer.data = &s;
 	/* The watchdog ticks on the loop thread: a stuck loop stops it. */
@@ -344,7 +351,7 @@ static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 	if (rc)
 		lokrd_log(LOKRD_LOG_ERROR, "uv_loop_close: %s (a handle leaked)", uv_strerror(rc));
 	lokrd_http_free(&s);
-	lokrd_registry_free(s.reg);
+	lokrd_tenants_stop(&s);
 	lokr_base_free(s.base);
 	lokrd_shm_close(&s.shm);
 	return s.exit_code ? s.exit_code : (rc ? 1 : 0);
@@ -511,6 +518,10 @@ int main(int argc, char **argv)
 		          sr ? strerror(errno) : "not a directory");
 		lokrd_options_free(&o);
 		return 1;
+	}
+	if (lokrd_tenants_check_listen(&o)) {
+		lokrd_options_free(&o);
+		return 2;
 	}
 	int fd = open_listener(&o);
 	if (fd < 0) {

@@ -18,7 +18,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "limits.h"
 #include "options.h"
+#include "tenant.h"
 
 static char *xstrdup(const char *s)
 {
@@ -284,6 +286,28 @@ static int set_shm_name(lokrd_options *o, const json_t *v, const char *src)
 	return 0;
 }
 
+/* Issue 6: the "limits" object and the tenancy keys (limits.c, tenant.c;
+ * they print their own errors). */
+static int set_limits(lokrd_options *o, const json_t *v, const char *src)
+{
+	return lokrd_limits_config(o, v, src);
+}
+
+static int set_tenants(lokrd_options *o, const json_t *v, const char *src)
+{
+	return lokrd_tenants_config(o, "tenants", v, src);
+}
+
+static int set_admin_tokens(lokrd_options *o, const json_t *v, const char *src)
+{
+	return lokrd_tenants_config(o, "admin_tokens", v, src);
+}
+
+static int set_allow_open(lokrd_options *o, const json_t *v, const char *src)
+{
+	return lokrd_tenants_config(o, "allow_open", v, src);
+}
+
 /* ------------------------------------------------------------ the table */
 
 typedef struct config_key {
@@ -306,6 +330,10 @@ static const config_key config_keys[] = {
     {"drain_timeout", "drain-timeout", set_drain_timeout, "seconds, an integer 0..86400", 1},
     {"shm_name", "shm-name", set_shm_name,
      "a name of 1..200 characters [A-Za-z0-9._-], not starting with '.'", 0},
+    {"limits", NULL, set_limits, NULL, 1},
+    {"tenants", NULL, set_tenants, NULL, 1},
+    {"admin_tokens", NULL, set_admin_tokens, NULL, 1},
+    {"allow_open", NULL, set_allow_open, NULL, 0},
 };
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
 
@@ -318,14 +346,7 @@ static void defaults(lokrd_options *o)
 	o->workers = 1;
 	o->log_level = LOKRD_LOG_INFO;
 	o->drain_timeout_s = 30;
-	o->max_json_body = (uint64_t)64 << 20;
-	o->max_upload = (uint64_t)2 << 30;
-	o->max_elements = (uint64_t)16 << 20;
-	o->max_inflight = 1024;
-	o->max_set = 64;
-	o->idle_timeout_s = 60;
-	o->max_connections = 4000;
-	o->max_connections_per_ip = 1024;
+	lokrd_limits_defaults(o);
 }
 
 static int load_config(lokrd_options *o, const char *path)
@@ -501,6 +522,7 @@ void lokrd_options_free(lokrd_options *o)
 	free(o->listen_host);
 	free(o->config_path);
 	free(o->shm_name);
+	lokrd_tenants_free(o->tenants);
 	memset(o, 0, sizeof *o);
 }
 
@@ -559,8 +581,15 @@ int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len)
 	/* Given to MHD at start. */
 	if (next.idle_timeout_s != live->idle_timeout_s ||
 	    next.max_connections != live->max_connections ||
-	    next.max_connections_per_ip != live->max_connections_per_ip)
+	    next.max_connections_per_ip != live->max_connections_per_ip ||
+	    next.max_header_bytes != live->max_header_bytes)
 		note(restart, restart_len, "connection limits");
+	if (next.allow_open != live->allow_open)
+		note(restart, restart_len, "allow_open");
+	/* The live tenants hold registries: tokens and quotas are copied into
+	 * them; a changed set of tenants needs a restart. */
+	if (lokrd_tenants_reload(live->tenants, next.tenants))
+		note(restart, restart_len, "tenants");
 
 	for (size_t i = 0; i < LOKRD_MAX_BASES; i++)
 		SWAP(base[i]);
@@ -575,6 +604,9 @@ int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len)
 	SWAP(idle_timeout_s);
 	SWAP(max_connections);
 	SWAP(max_connections_per_ip);
+	SWAP(max_header_bytes);
+	SWAP(allow_open);
+	SWAP(tenants);
 	lokrd_options old = *live;
 	*live = next;
 	lokrd_options_free(&old);

@@ -42,6 +42,16 @@ typedef struct lokrd_options {
 	unsigned idle_timeout_s; /* MHD connection timeout */
 	unsigned max_connections;
 	unsigned max_connections_per_ip;
+	/* Limits and tenants of issue 6 (limits.c, tenant.c): config keys
+	 * "limits", "tenants", "admin_tokens", "allow_open". */
+	uint64_t max_rows;             /* input rows of one apply request */
+	int max_json_depth;            /* nesting of a JSON body */
+	uint64_t max_header_bytes;     /* MHD's per-connection memory (request line, headers) */
+	int max_queue;                 /* pool tasks waiting before 503 */
+	unsigned request_timeout_s;    /* to receive one whole request */
+	uint64_t compute_deadline_ms;  /* a received request waiting longer gets 503 */
+	int allow_open;                /* no tokens, yet a non-loopback listen address */
+	struct lokrd_tenants *tenants; /* owned; NULL: no tokens (one open tenant) */
 
 	/* The command line, kept (borrowed from main) so a reload can apply it
 	 * again over the re-read file. */

@@ -48,6 +48,7 @@ typedef struct entry {
 	int detached;              /* forgotten while loading: freed by the load */
 	struct entry *prev, *next; /* LRU, READY only */
 	struct entry *hnext;
+	uint64_t used; /* group tick of the last use (cross-registry LRU) */
 } entry;
 
 struct load_task {
@@ -74,6 +75,17 @@ struct lokrd_registry {
 	size_t nbuckets;
 	entry *lru_head, *lru_tail;
 	int loads_pending;
+	uint64_t quota;           /* a tenant's resident bytes (hard; 0 = none) */
+	lokrd_cache_group *group; /* the budget shared with other registries, or NULL */
+	lokrd_registry *gnext;    /* in group->head */
+};
+
+/* Several registries (one per tenant) under one cache budget: eviction
+ * picks the least recently used unpinned adapter of any of them. */
+struct lokrd_cache_group {
+	uint64_t budget, resident;
+	uint64_t tick;
+	lokrd_registry *head;
 };
 
 int lokrd_id_valid(const char *id)
@@ -368,6 +380,8 @@ static void drop_version(lokrd_registry *r, entry *e)
 		return;
 	lru_remove(r, e);
 	r->resident_bytes -= e->ver->resident_bytes;
+	if (r->group)
+		r->group->resident -= e->ver->resident_bytes;
 	r->nresident--;
 	lokrd_ver_unref(e->ver);
 	e->ver = NULL;
@@ -383,21 +397,56 @@ static void set_failed(entry *e, unsigned status, const char *msg, const lokrd_f
 	e->state = E_FAILED;
 }
 
-/* Keep resident bytes under the budget, sparing `keep` and pinned entries. */
+static void touch(lokrd_registry *r, entry *e)
+{
+	if (r->group)
+		e->used = ++r->group->tick;
+}
+
+static void evict_one(lokrd_registry *r, entry *e)
+{
+	lokrd_log(LOKRD_LOG_INFO, "evicting adapter %s (%llu bytes) under the cache budget", e->id,
+	          (unsigned long long)e->ver->resident_bytes);
+	drop_version(r, e);
+	r->metrics->evictions++;
+}
+
+/* The group's budget: evict the least recently used unpinned adapter of
+ * any registry of the group (oldest `used`) until under it. */
+static void evict_group(lokrd_cache_group *g, entry *keep)
+{
+	while (g->resident > g->budget) {
+		lokrd_registry *best_r = NULL;
+		entry *best = NULL;
+		for (lokrd_registry *r = g->head; r; r = r->gnext)
+			for (entry *e = r->lru_tail; e; e = e->prev)
+				if (e != keep && !e->pinned) {
+					if (!best || e->used < best->used) {
+						best = e;
+						best_r = r;
+					}
+					break;
+				}
+		if (!best)
+			return;
+		evict_one(best_r, best);
+	}
+}
+
+/* Keep resident bytes under the budget (and the tenant's quota), sparing
+ * `keep` and pinned entries; then the group's budget. */
 static void evict(lokrd_registry *r, entry *keep)
 {
+	uint64_t limit = r->quota && r->quota < r->budget ? r->quota : r->budget;
 	entry *e = r->lru_tail;
-	while (r->resident_bytes > r->budget && e) {
+	while (r->resident_bytes > limit && e) {
 		entry *prev = e->prev;
-		if (e != keep && !e->pinned) {
-			lokrd_log(LOKRD_LOG_INFO,
-			          "evicting adapter %s (%llu bytes) under the cache budget", e->id,
-			          (unsigned long long)e->ver->resident_bytes);
-			drop_version(r, e);
-			r->metrics->evictions++;
-		}
+		if (e != keep && !e->pinned)
+			evict_one(r, e);
 		e = prev;
 	}
+	if (r->group)
+		evict_group(r->group, keep);
 }
 
 static void install_version(lokrd_registry *r, entry *e, lokrd_ver *v)
@@ -412,8 +461,11 @@ static void install_version(lokrd_registry *r, entry *e, lokrd_ver *v)
 	free(e->fail_msg);
 	e->fail_msg = NULL;
 	r->resident_bytes += v->resident_bytes;
+	if (r->group)
+		r->group->resident += v->resident_bytes;
 	r->nresident++;
 	lru_push_front(r, e);
+	touch(r, e);
 	evict(r, e);
 }
 
@@ -473,10 +525,20 @@ static void load_done(lokrd_task *t)
 		r->metrics->load_failures++;
 		lokrd_log(LOKRD_LOG_WARN, "adapter %s does not load: %s", e->id, lt->msg);
 	}
+	if (v && r->quota && v->resident_bytes > r->quota) {
+		/* Larger than the tenant's whole resident quota: never cached. */
+		lt->status = 429;
+		snprintf(lt->msg, sizeof lt->msg,
+		         "adapter needs %llu resident bytes; the tenant's quota is %llu",
+		         (unsigned long long)v->resident_bytes, (unsigned long long)r->quota);
+		lokrd_ver_unref(v);
+		v = NULL;
+	}
 	lokrd_lookup res = {.ver = v, .status = v ? 200 : lt->status};
 	if (!v) {
 		res.code = lt->status == 404   ? "adapter_not_found"
 		           : lt->status == 422 ? "adapter_invalid"
+		           : lt->status == 429 ? "quota_exceeded"
 		           : lt->status == 503 ? "shutting_down"
 		                               : "internal";
 		res.msg = lt->msg;
@@ -544,6 +606,7 @@ int lokrd_registry_get(lokrd_registry *r, const char *id, lokrd_lookup_cb cb, vo
 		r->metrics->cache_hits++;
 		lru_remove(r, e);
 		lru_push_front(r, e);
+		touch(r, e);
 		lokrd_ver_ref(e->ver);
 		res = (lokrd_lookup){e->ver, 200, NULL, NULL};
 		cb(arg, &res);
@@ -722,6 +785,46 @@ void lokrd_registry_free(lokrd_registry *r)
 	free(r->buckets);
 	free(r->dir);
 	free(r);
+}
+
+lokrd_cache_group *lokrd_cache_group_new(uint64_t budget)
+{
+	lokrd_cache_group *g = calloc(1, sizeof *g);
+	if (!g)
+		abort();
+	g->budget = budget;
+	return g;
+}
+
+void lokrd_cache_group_free(lokrd_cache_group *g)
+{
+	free(g);
+}
+
+void lokrd_cache_group_set_budget(lokrd_cache_group *g, uint64_t budget)
+{
+	g->budget = budget;
+	evict_group(g, NULL);
+}
+
+void lokrd_registry_join(lokrd_registry *r, lokrd_cache_group *g, uint64_t quota)
+{
+	r->group = g;
+	r->gnext = g->head;
+	g->head = r;
+	g->resident += r->resident_bytes;
+	r->quota = quota;
+}
+
+void lokrd_registry_set_quota(lokrd_registry *r, uint64_t quota)
+{
+	r->quota = quota;
+	evict(r, NULL);
+}
+
+uint64_t lokrd_registry_quota(const lokrd_registry *r)
+{
+	return r->quota;
 }
 
 int lokrd_registry_path(const lokrd_registry *r, const char *id, char *buf, size_t len)

@@ -103,6 +103,19 @@ void lokrd_registry_forget(lokrd_registry *r, const char *id);
 /* A new version for `adapter` (steals it) with refs = 1. */
 lokrd_ver *lokrd_ver_new(const char *id, lokr_adapter *adapter, const lokrd_file_ident *ident);
 
+/* Tenants (tenant.c): registries that share one cache budget (a group) and
+ * each may have a hard quota of resident bytes; an adapter larger than the
+ * quota answers 429 quota_exceeded.  Loop thread. */
+typedef struct lokrd_cache_group lokrd_cache_group;
+lokrd_cache_group *lokrd_cache_group_new(uint64_t budget);
+/* After every registry of the group was freed. */
+void lokrd_cache_group_free(lokrd_cache_group *g);
+void lokrd_cache_group_set_budget(lokrd_cache_group *g, uint64_t budget);
+/* Put `r` under the group's budget, with `quota` resident bytes (0: none). */
+void lokrd_registry_join(lokrd_registry *r, lokrd_cache_group *g, uint64_t quota);
+void lokrd_registry_set_quota(lokrd_registry *r, uint64_t quota);
+uint64_t lokrd_registry_quota(const lokrd_registry *r);
+
 /* Path of DIR/<id>.safetensors into buf; -1 if too long. */
 int lokrd_registry_path(const lokrd_registry *r, const char *id, char *buf, size_t len);
 const char *lokrd_registry_dir(const lokrd_registry *r);

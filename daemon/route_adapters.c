@@ -27,6 +27,7 @@
 
 #include "log.h"
 #include "route_impl.h"
+#include "tenant.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -87,9 +88,14 @@ typedef struct list_item {
 	char err[300];
 } list_item;
 
-/* Summaries by file identity, shared by list tasks (any thread). */
+/* Summaries by file identity, shared by list tasks (any thread): a hash
+ * table keyed by (directory, id), so a listing of n files costs n probes
+ * (it was a list search per file, O(n^2): 220-310 ms for 10,000 files).
+ * The directory is part of the key because tenants list different
+ * directories that may hold the same id. */
 typedef struct sum_entry {
 	char id[LOKRD_ID_MAX + 1];
+	uint64_t dir_hash;
 	lokrd_file_ident ident;
 	lokrd_summary sum;
 	int ok;
@@ -98,41 +104,97 @@ typedef struct sum_entry {
 } sum_entry;
 
 static pthread_mutex_t sum_mu = PTHREAD_MUTEX_INITIALIZER;
-static sum_entry *sum_head; /* a small cache of file facts, not server state */
+/* a cache of file facts, not server state; grows with the files seen */
+static sum_entry **sum_buckets;
+static size_t sum_nbuckets, sum_count;
 
-static int sum_get(const char *id, const lokrd_file_ident *ident, list_item *it)
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static uint64_t dir_hash_of(const char *dir)
+{
+	return fnv1a(1469598103934665603ull, dir);
+}
+
+static size_t sum_slot(uint64_t dir_hash, const char *id)
+{
+	return (size_t)fnv1a(dir_hash, id) & (sum_nbuckets - 1);
+}
+
+/* Under sum_mu. */
+static sum_entry *sum_find(uint64_t dir_hash, const char *id)
+{
+	if (!sum_nbuckets)
+		return NULL;
+	for (sum_entry *e = sum_buckets[sum_slot(dir_hash, id)]; e; e = e->next)
+		if (e->dir_hash == dir_hash && !strcmp(e->id, id))
+			return e;
+	return NULL;
+}
+
+/* Under sum_mu: double the table when it is full (0 if out of memory). */
+static int sum_grow(void)
+{
+	size_t n = sum_nbuckets ? sum_nbuckets * 2 : 1024;
+	sum_entry **b = calloc(n, sizeof *b);
+	if (!b)
+		return 0;
+	size_t old = sum_nbuckets;
+	sum_entry **ob = sum_buckets;
+	sum_buckets = b;
+	sum_nbuckets = n;
+	for (size_t i = 0; i < old; i++)
+		for (sum_entry *e = ob[i], *next; e; e = next) {
+			next = e->next;
+			size_t k = sum_slot(e->dir_hash, e->id);
+			e->next = b[k];
+			b[k] = e;
+		}
+	free(ob);
+	return 1;
+}
+
+static int sum_get(uint64_t dir_hash, const char *id, const lokrd_file_ident *ident, list_item *it)
 {
 	int found = 0;
 	pthread_mutex_lock(&sum_mu);
-	for (sum_entry *e = sum_head; e; e = e->next)
-		if (!strcmp(e->id, id)) {
-			if (lokrd_file_ident_eq(&e->ident, ident)) {
-				it->sum = e->sum;
-				it->has_sum = e->ok;
-				snprintf(it->err, sizeof it->err, "%s", e->err);
-				found = 1;
-			}
-			break;
-		}
+	sum_entry *e = sum_find(dir_hash, id);
+	if (e && lokrd_file_ident_eq(&e->ident, ident)) {
+		it->sum = e->sum;
+		it->has_sum = e->ok;
+		snprintf(it->err, sizeof it->err, "%s", e->err);
+		found = 1;
+	}
 	pthread_mutex_unlock(&sum_mu);
 	return found;
 }
 
-static void sum_put(const list_item *it)
+static void sum_put(uint64_t dir_hash, const list_item *it)
 {
 	pthread_mutex_lock(&sum_mu);
-	sum_entry *e = sum_head;
-	while (e && strcmp(e->id, it->id))
-		e = e->next;
+	sum_entry *e = sum_find(dir_hash, it->id);
 	if (!e) {
+		if (sum_count >= sum_nbuckets && !sum_grow() && !sum_nbuckets) {
+			pthread_mutex_unlock(&sum_mu);
+			return;
+		}
 		e = calloc(1, sizeof *e);
 		if (!e) {
 			pthread_mutex_unlock(&sum_mu);
 			return;
 		}
 		snprintf(e->id, sizeof e->id, "%s", it->id);
-		e->next = sum_head;
-		sum_head = e;
+		e->dir_hash = dir_hash;
+		size_t k = sum_slot(dir_hash, e->id);
+		e->next = sum_buckets[k];
+		sum_buckets[k] = e;
+		sum_count++;
 	}
 	e->ident = it->ident;
 	e->sum = it->sum;
@@ -165,6 +227,7 @@ static void list_run(lokrd_task *t)
 	}
 	struct dirent *de;
 	static const char ext[] = ".safetensors";
+	const uint64_t dh = dir_hash_of(lt->dir);
 	while ((de = readdir(d))) {
 		size_t len = strlen(de->d_name);
 		if (len <= sizeof ext - 1 || strcmp(de->d_name + len - (sizeof ext - 1), ext))
@@ -183,14 +246,14 @@ static void list_run(lokrd_task *t)
 		    stat(path, &st) || !S_ISREG(st.st_mode))
 			continue;
 		lokrd_file_ident_of(&st, &it.ident);
-		if (!sum_get(it.id, &it.ident, &it)) {
+		if (!sum_get(dh, it.id, &it.ident, &it)) {
 			char msg[300];
 			if (lokrd_summary_scan(path, &it.sum, msg, sizeof msg)) {
 				snprintf(it.err, sizeof it.err, "%s", msg);
 			} else {
 				it.has_sum = 1;
 			}
-			sum_put(&it);
+			sum_put(dh, &it);
 		}
 		if (lt->n == lt->cap) {
 			size_t cap = lt->cap ? lt->cap * 2 : 64;
@@ -213,7 +276,7 @@ static void list_done(lokrd_task *t)
 {
 	list_task *lt = (list_task *)t;
 	lokrd_req *r = lt->req;
-	lokrd_registry *reg = r->srv->reg;
+	lokrd_registry *reg = r->reg;
 	if (t->cancelled) {
 		lokrd_req_error(r, 503, "shutting_down", "lokrd is shutting down");
 	} else if (lt->err) {
@@ -254,7 +317,7 @@ void lokrd_route_adapters_list(lokrd_req *r)
 	lt->task.done = list_done;
 	lt->task.batch_key = -1;
 	lt->req = r;
-	snprintf(lt->dir, sizeof lt->dir, "%s", lokrd_registry_dir(r->srv->reg));
+	snprintf(lt->dir, sizeof lt->dir, "%s", lokrd_registry_dir(r->reg));
 	lokrd_req_ref(r);
 	lokrd_pool_submit(&r->srv->pool, &lt->task);
 }
@@ -321,11 +384,11 @@ static void on_lookup(void *arg, const lokrd_lookup *res)
 		                res->msg ? res->msg : "lookup failed");
 	} else if (!lq->detail) {
 		if (lq->pin >= 0)
-			lokrd_registry_pin(s->reg, res->ver->id, lq->pin);
-		lokrd_req_send_json(r, 200, ver_json(s->reg, res->ver));
+			lokrd_registry_pin(r->reg, res->ver->id, lq->pin);
+		lokrd_req_send_json(r, 200, ver_json(r->reg, res->ver));
 	} else {
 		const lokr_adapter *a = res->ver->adapter;
-		json_t *o = ver_json(s->reg, res->ver);
+		json_t *o = ver_json(r->reg, res->ver);
 		json_t *mods = json_array();
 		for (size_t i = 0; i < a->nmodules; i++)
 			json_array_append_new(mods, module_json(s->base, &a->modules[i]));
@@ -361,7 +424,7 @@ static void lookup(lokrd_req *r, int detail, int pin)
 	lq->pin = pin;
 	snprintf(r->log_adapters, sizeof r->log_adapters, "%s", r->id);
 	lokrd_req_ref(r);
-	lokrd_registry_get(r->srv->reg, r->id, on_lookup, lq);
+	lokrd_registry_get(r->reg, r->id, on_lookup, lq);
 }
 
 void lokrd_route_adapter_get(lokrd_req *r)
@@ -397,34 +460,33 @@ void lokrd_route_adapter_load(lokrd_req *r)
 
 void lokrd_route_adapter_delete(lokrd_req *r)
 {
-	lokrd_server *s = r->srv;
 	char path[PATH_MAX];
 	snprintf(r->log_adapters, sizeof r->log_adapters, "%s", r->id);
-	if (lokrd_registry_path(s->reg, r->id, path, sizeof path)) {
+	if (lokrd_registry_path(r->reg, r->id, path, sizeof path)) {
 		lokrd_req_error(r, 400, "bad_adapter_id", "adapter id too long for the directory");
 		return;
 	}
-	if (!lokrd_registry_lock(s->reg, r->id)) {
+	if (!lokrd_registry_lock(r->reg, r->id)) {
 		lokrd_req_error(r, 409, "conflict",
 		                "adapter '%s' is being written by another request", r->id);
 		return;
 	}
 	if (unlink(path)) {
 		int e = errno;
-		lokrd_registry_unlock(s->reg, r->id);
+		lokrd_registry_unlock(r->reg, r->id);
 		if (e == ENOENT || e == ENOTDIR)
 			lokrd_req_error(r, 404, "adapter_not_found", "no adapter '%s'", r->id);
 		else
 			lokrd_req_error(r, 500, "internal", "deleting adapter '%s': %s", r->id,
 			                strerror(e));
 		if (e == ENOENT)
-			lokrd_registry_forget(s->reg, r->id);
+			lokrd_registry_forget(r->reg, r->id);
 		return;
 	}
-	if (fsync_dir(lokrd_registry_dir(s->reg)))
+	if (fsync_dir(lokrd_registry_dir(r->reg)))
 		lokrd_log(LOKRD_LOG_WARN, "fsync of the adapter directory: %s", strerror(errno));
-	lokrd_registry_unlock(s->reg, r->id);
-	lokrd_registry_forget(s->reg, r->id);
+	lokrd_registry_unlock(r->reg, r->id);
+	lokrd_registry_forget(r->reg, r->id);
 	lokrd_log(LOKRD_LOG_INFO, "deleted adapter %s", r->id);
 	struct MHD_Response *resp =
 	    MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -443,6 +505,7 @@ typedef struct put_state {
 	int locked;
 	int tmp_exists;
 	const lokr_base *base;
+	lokrd_tenant *tenant; /* its quotas; put_mu held around check + rename */
 	/* results */
 	unsigned status;
 	char code[32];
@@ -450,6 +513,7 @@ typedef struct put_state {
 	lokr_adapter *adapter;
 	lokrd_file_ident ident;
 	int replaced;
+	int quota_locked;
 } put_state;
 
 static void put_state_free(void *p)
@@ -460,7 +524,7 @@ static void put_state_free(void *p)
 	if (ps->tmp_exists)
 		unlink(ps->tmp);
 	if (ps->locked)
-		lokrd_registry_unlock(ps->req->srv->reg, ps->req->id);
+		lokrd_registry_unlock(ps->req->reg, ps->req->id);
 	lokr_adapter_free(ps->adapter);
 	free(ps);
 }
@@ -475,7 +539,6 @@ static void put_io_error(lokrd_req *r, int e, const char *what)
 
 void lokrd_route_adapter_put_begin(lokrd_req *r)
 {
-	lokrd_server *s = r->srv;
 	put_state *ps = calloc(1, sizeof *ps);
 	if (!ps) {
 		lokrd_req_error(r, 500, "internal", "out of memory");
@@ -483,18 +546,19 @@ void lokrd_route_adapter_put_begin(lokrd_req *r)
 	}
 	ps->fd = -1;
 	ps->req = r;
+	ps->tenant = r->tenant;
 	r->state = ps;
 	r->state_free = put_state_free;
 	snprintf(r->log_adapters, sizeof r->log_adapters, "%s", r->id);
-	snprintf(ps->dir, sizeof ps->dir, "%s", lokrd_registry_dir(s->reg));
+	snprintf(ps->dir, sizeof ps->dir, "%s", lokrd_registry_dir(r->reg));
 	static unsigned long counter;
-	if (lokrd_registry_path(s->reg, r->id, ps->path, sizeof ps->path) ||
+	if (lokrd_registry_path(r->reg, r->id, ps->path, sizeof ps->path) ||
 	    snprintf(ps->tmp, sizeof ps->tmp, "%s/.put-%ld-%lu.tmp", ps->dir, (long)getpid(),
 	             ++counter) >= (int)sizeof ps->tmp) {
 		lokrd_req_error(r, 400, "bad_adapter_id", "adapter id too long for the directory");
 		return;
 	}
-	if (!lokrd_registry_lock(s->reg, r->id)) {
+	if (!lokrd_registry_lock(r->reg, r->id)) {
 		lokrd_req_error(r, 409, "conflict",
 		                "adapter '%s' is being written by another request", r->id);
 		return;
@@ -538,6 +602,10 @@ static void put_run(lokrd_task *t)
 {
 	put_state *ps = (put_state *)t;
 	put_check(ps);
+	if (ps->quota_locked) {
+		pthread_mutex_unlock(&ps->tenant->put_mu);
+		ps->quota_locked = 0;
+	}
 	if (ps->status != 200 && ps->status != 201 && ps->tmp_exists) {
 		unlink(ps->tmp);
 		ps->tmp_exists = 0;
@@ -557,6 +625,45 @@ static void put_check(put_state *ps)
 	if (st) {
 		ps->status = st == 404 ? 500 : st;
 		snprintf(ps->msg, sizeof ps->msg, "%s", msg);
+		return;
+	}
+	lokrd_tenant *t = ps->tenant;
+	if (t && (t->quota.max_adapters || t->quota.max_disk_bytes)) {
+		/* Held until the rename, so two uploads cannot both fit. */
+		pthread_mutex_lock(&t->put_mu);
+		ps->quota_locked = 1;
+		uint64_t count = 0, bytes = 0;
+		if (lokrd_tenant_disk_usage(t, ps->req->id, &count, &bytes)) {
+			ps->status = 500;
+			snprintf(ps->msg, sizeof ps->msg, "reading the tenant directory: %s",
+			         strerror(errno));
+			return;
+		}
+		if (t->quota.max_adapters && count + 1 > t->quota.max_adapters) {
+			ps->status = 429;
+			snprintf(ps->msg, sizeof ps->msg,
+			         "tenant '%s' has %llu adapters; its quota is %llu", t->name,
+			         (unsigned long long)count,
+			         (unsigned long long)t->quota.max_adapters);
+			return;
+		}
+		if (t->quota.max_disk_bytes &&
+		    bytes + (uint64_t)ps->ident.size > t->quota.max_disk_bytes) {
+			ps->status = 429;
+			snprintf(ps->msg, sizeof ps->msg,
+			         "tenant '%s' would use %llu bytes on disk; its quota is %llu",
+			         t->name, (unsigned long long)(bytes + (uint64_t)ps->ident.size),
+			         (unsigned long long)t->quota.max_disk_bytes);
+			return;
+		}
+	}
+	if (t && t->quota.max_resident_bytes &&
+	    ps->adapter->resident_bytes > t->quota.max_resident_bytes) {
+		ps->status = 429;
+		snprintf(ps->msg, sizeof ps->msg,
+		         "adapter needs %llu resident bytes; tenant '%s' has a quota of %llu",
+		         (unsigned long long)ps->adapter->resident_bytes, t->name,
+		         (unsigned long long)t->quota.max_resident_bytes);
 		return;
 	}
 	if (renameat2(AT_FDCWD, ps->tmp, AT_FDCWD, ps->path, RENAME_NOREPLACE) == 0) {
@@ -586,19 +693,20 @@ static void put_done(lokrd_task *t)
 {
 	put_state *ps = (put_state *)t;
 	lokrd_req *r = ps->req;
-	lokrd_server *s = r->srv;
 	if (t->cancelled) {
 		lokrd_req_error(r, 503, "shutting_down", "lokrd is shutting down");
 	} else if (ps->status == 200 || ps->status == 201) {
 		lokrd_ver *v = lokrd_ver_new(r->id, ps->adapter, &ps->ident);
 		ps->adapter = NULL;
-		lokrd_registry_install(s->reg, v); /* steals our reference */
+		lokrd_registry_install(r->reg, v); /* steals our reference */
 		lokrd_log(LOKRD_LOG_INFO, "%s adapter %s (%lld bytes, %lld layers)",
 		          ps->status == 201 ? "created" : "replaced", r->id,
 		          (long long)ps->ident.size, (long long)v->summary.layers);
-		lokrd_req_send_json(r, ps->status, ver_json(s->reg, v));
+		lokrd_req_send_json(r, ps->status, ver_json(r->reg, v));
 	} else if (ps->status == 422) {
 		lokrd_req_error(r, 422, "adapter_invalid", "%s", ps->msg);
+	} else if (ps->status == 429) {
+		lokrd_req_error(r, 429, "quota_exceeded", "%s", ps->msg);
 	} else {
 		lokrd_req_error(r, ps->status,
 		                ps->status == 507 ? "insufficient_storage" : "internal", "%s",

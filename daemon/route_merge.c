@@ -412,7 +412,7 @@ void lokrd_route_merge(lokrd_req *r)
 	}
 	lokrd_set_ids(&ms->set, r->log_adapters, sizeof r->log_adapters);
 	json_decref(o);
-	lokrd_set_resolve(&ms->set, s->reg, on_resolved, ms);
+	lokrd_set_resolve(&ms->set, r->reg, on_resolved, ms);
 	return;
 out:
 	if (ms)

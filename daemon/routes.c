@@ -13,9 +13,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "limits.h"
 #include "log.h"
 #include "route_impl.h"
 #include "routes.h"
+#include "tenant.h"
 #include "status_page.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -38,6 +40,12 @@ json_t *lokrd_body_json(lokrd_req *r, int allow_empty)
 			return json_object();
 		lokrd_req_error(r, 400, "bad_json",
 		                "the request body is empty; a JSON object is expected");
+		return NULL;
+	}
+	int max_depth = r->srv->opt->max_json_depth;
+	if (lokrd_json_depth(r->body.data, r->body.len, max_depth + 1) > max_depth) {
+		lokrd_req_error(r, 400, "too_deep", "the JSON body nests deeper than %d levels",
+		                max_depth);
 		return NULL;
 	}
 	json_error_t e;
@@ -245,9 +253,82 @@ static int match(lokrd_req *r)
 	return -1;
 }
 
+/* Tenancy (tenant.h): who may use which route, in whose namespace, and the
+ * tenant's request rate.  0, or -1 after answering 400/401/403/404/429. */
+static int authorize(lokrd_req *r)
+{
+	lokrd_server *s = r->srv;
+	if (r->route == LOKRD_ROUTE_HEALTHZ || r->route == LOKRD_ROUTE_READYZ)
+		return 0;
+	lokrd_tenant *t = NULL;
+	int admin = 0;
+	const char *code = "unauthorized";
+	char msg[256];
+	unsigned st = lokrd_tenants_auth(s->tenants, lokrd_req_header(r, "Authorization"),
+	                                 lokrd_req_header(r, "X-Lokrd-Tenant"), &t, &admin, &code,
+	                                 msg, sizeof msg);
+	if (st) {
+		lokrd_req_error(r, st, code, "%s", msg);
+		return -1;
+	}
+	r->tenant = t;
+	r->admin = admin;
+	r->reg = t ? t->reg : NULL;
+	switch (r->route) {
+	case LOKRD_ROUTE_MODEL:
+		break;
+	case LOKRD_ROUTE_APPLY:
+	case LOKRD_ROUTE_MERGE:
+	case LOKRD_ROUTE_ADAPTERS:
+	case LOKRD_ROUTE_ADAPTER:
+	case LOKRD_ROUTE_ADAPTER_LOAD:
+		if (!t) {
+			lokrd_req_error(r, 400, "tenant_required",
+			                "an admin token acts inside the tenant named by the "
+			                "X-Lokrd-Tenant header");
+			return -1;
+		}
+		break;
+	default:
+		/* /metrics and the status routes show every tenant's adapters. */
+		if (!s->tenants->open && !admin) {
+			lokrd_req_error(r, 403, "forbidden", "%s needs an admin token", r->path);
+			return -1;
+		}
+		return 0;
+	}
+	unsigned retry = 1;
+	if (t && !admin && !lokrd_bucket_take(&t->bucket, uv_hrtime(), &retry)) {
+		r->retry_after = retry;
+		lokrd_req_error(r, 429, "rate_limited",
+		                "tenant '%s' is over its rate of %g requests per second", t->name,
+		                t->quota.rps);
+		return -1;
+	}
+	return 0;
+}
+
+/* A bounded work queue: routes that put tasks on the compute pool are
+ * refused while it holds max_queue tasks.  0, or -1 after answering 503. */
+static int queue_full(lokrd_req *r)
+{
+	int uses_pool = r->route == LOKRD_ROUTE_APPLY || r->route == LOKRD_ROUTE_MERGE ||
+	                r->route == LOKRD_ROUTE_ADAPTERS || r->route == LOKRD_ROUTE_ADAPTER ||
+	                r->route == LOKRD_ROUTE_ADAPTER_LOAD;
+	if (!uses_pool)
+		return 0;
+	size_t queued = 0, running = 0;
+	lokrd_pool_stats(&r->srv->pool, &queued, &running);
+	if (queued < (size_t)r->srv->opt->max_queue)
+		return 0;
+	r->srv->metrics.rejected_overload++;
+	lokrd_req_error(r, 503, "overloaded", "the work queue is full (%zu tasks); retry", queued);
+	return -1;
+}
+
 void lokrd_routes_begin(lokrd_req *r)
 {
-	if (match(r))
+	if (match(r) || authorize(r) || queue_full(r))
 		return;
 	const lokrd_options *o = r->srv->opt;
 	int is_put = r->route == LOKRD_ROUTE_ADAPTER && !strcmp(r->method, "PUT");
@@ -301,6 +382,14 @@ void lokrd_routes_body(lokrd_req *r, const char *data, size_t n)
 			lokrd_req_error(r, 413, "body_too_large",
 			                "request body exceeds the limit of %llu bytes",
 			                (unsigned long long)r->srv->opt->max_upload);
+			return;
+		}
+		if (r->tenant && r->tenant->quota.max_disk_bytes &&
+		    r->body_bytes > r->tenant->quota.max_disk_bytes) {
+			lokrd_req_error(r, 429, "quota_exceeded",
+			                "the upload exceeds tenant '%s''s disk quota of %llu bytes",
+			                r->tenant->name,
+			                (unsigned long long)r->tenant->quota.max_disk_bytes);
 			return;
 		}
 		lokrd_route_adapter_put_body(r, data, n);

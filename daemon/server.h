@@ -23,10 +23,13 @@ typedef struct lokrd_server {
 	lokrd_pool pool; /* compute workers */
 	int threads;     /* their number */
 	lokrd_metrics metrics;
-	lokrd_registry *reg;
-	lokrd_shm shm;   /* the base segment */
-	lokr_base *base; /* attached to shm; NULL until ready */
-	int ready;       /* 1 once the base is attached */
+	lokrd_registry *reg;            /* the first tenant's (the open tenant's) */
+	struct lokrd_tenants *tenants;  /* borrowed from the options (tenant.c) */
+	lokrd_cache_group *cache_group; /* cache budget shared by the tenants */
+	uv_timer_t limits_timer;        /* request timeouts and compute deadlines (http.c) */
+	lokrd_shm shm;                  /* the base segment */
+	lokr_base *base;                /* attached to shm; NULL until ready */
+	int ready;                      /* 1 once the base is attached */
 	lokrd_http *http;
 	int listen_fd;      /* owned by main */
 	char instance[128]; /* "host:port", sent as X-Lokrd-Instance */
@@ -37,6 +40,7 @@ typedef struct lokrd_server {
 	uv_timer_t drain_timer;
 	uv_timer_t watchdog; /* WATCHDOG=1 pings when systemd asks */
 	uint64_t drain_deadline_ns;
+	uint64_t drain_close_ns; /* after the deadline: close what is left */
 } lokrd_server;
 
 #endif

@@ -225,6 +225,15 @@ int lokrd_tensor_decode(const json_t *obj, uint64_t max_elems, lokrd_tensor *t, 
 			lokr_encode_f32(t->dtype, t->data, n, tmp);
 			lokr_decode_f32(t->dtype, tmp, n, t->data);
 			free(tmp);
+			/* A value finite in f32 may overflow f16 (found by
+			 * tests/fuzz/fuzz_request). */
+			for (uint64_t i = 0; i < n; i++) {
+				if (!isfinite(t->data[i])) {
+					snprintf(err, errlen, "\"data\"[%llu] is not finite in %s",
+					         (unsigned long long)i, lokrd_dtype_name(t->dtype));
+					goto bad;
+				}
+			}
 		}
 	} else {
 		const char *s = json_string_value(jb64);

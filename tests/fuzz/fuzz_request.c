@@ -1,0 +1,197 @@
+/*
+ * fuzz_request.c - libFuzzer target for lokrd's request decoder (issue 6):
+ * the JSON body of POST /v1/apply -> a validated apply job
+ * (daemon/apply_req.c, the code the daemon runs, without a socket), against
+ * the fixture base; and a replay driver for `make check`.
+ *
+ * Properties beyond "no crash" (ASan/UBSan in the fuzzing build):
+ *   - a rejection has a 4xx status, a snake_case code and a message;
+ *   - an accepted job names a real layer; its input has the layer's input
+ *     width, n = product of the shape, at most max_elements elements and
+ *     max_rows rows, all finite; the output fits max_elements; the set has
+ *     at most max_set adapters with valid ids and finite multipliers;
+ *   - the tensor codec round-trips: the decoded input, encoded in the
+ *     request's form and dtype and decoded again, gives the same floats.
+ * Limits are small here (4096 elements, 64 rows, 4 adapters, depth 16) so
+ * the fuzzer reaches every limit quickly.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "apply_req.h"
+#include "registry.h"
+#include "tensor_json.h"
+
+#ifndef SRCDIR
+#define SRCDIR "."
+#endif
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "fuzz_request: property failed: %s (line %d)\n", #cond,    \
+			        __LINE__);                                                         \
+			abort();                                                                   \
+		}                                                                                  \
+	} while (0)
+
+static lokr_base *base;
+static const lokrd_apply_limits lim = {4096, 64, 4, 16};
+
+static void load_base(void)
+{
+	if (base)
+		return;
+	const char *path = SRCDIR "/tests/data/fixtures/base.safetensors";
+	lokr_error e = {0};
+	if (lokr_base_load(&path, 1, &base, &e)) {
+		fprintf(stderr, "fuzz_request: cannot load the base %s: %s\n", path, e.msg);
+		exit(2);
+	}
+}
+
+static void check_roundtrip(const lokrd_apply_job *j)
+{
+	lokrd_buf b;
+	lokrd_buf_init(&b, (size_t)64 << 20);
+	int rc =
+	    lokrd_tensor_encode(&b, j->in.form, j->in.dtype, j->in.shape, j->in.ndim, j->in.data);
+	CHECK(rc == 0);
+	json_error_t je;
+	json_t *v = json_loadb(b.data, b.len, 0, &je);
+	CHECK(v != NULL);
+	lokrd_tensor t;
+	char err[256];
+	rc = lokrd_tensor_decode(v, lim.max_elements, &t, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "fuzz_request: re-decode: %s\n", err);
+	CHECK(rc == 0);
+	CHECK(t.n == j->in.n && t.ndim == j->in.ndim && t.dtype == j->in.dtype);
+	for (uint64_t i = 0; i < t.n; i++) /* == : the JSON text "-0" reads back as +0 */
+		CHECK(t.data[i] == j->in.data[i]);
+	lokrd_tensor_free(&t);
+	json_decref(v);
+	lokrd_buf_free(&b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	load_base();
+	lokrd_apply_job j;
+	memset(&j, 0, sizeof j);
+	lokrd_perr e;
+	memset(&e, 0, sizeof e);
+	int rc = lokrd_apply_decode(base, &lim, (const char *)data, size, &j, &e);
+	if (rc) {
+		CHECK(e.status >= 400 && e.status < 500);
+		CHECK(e.code[0] != '\0' && e.msg[0] != '\0');
+		for (const char *c = e.code; *c; c++)
+			CHECK((*c >= 'a' && *c <= 'z') || *c == '_');
+	} else {
+		CHECK(j.layer < lokr_base_layer_count(base));
+		const lokr_layer *L = lokr_base_layer_at(base, j.layer);
+		uint64_t n = 1;
+		for (int d = 0; d < j.in.ndim; d++)
+			n *= (uint64_t)j.in.shape[d];
+		CHECK(n == j.in.n && n <= lim.max_elements);
+		CHECK(j.in.ndim == (j.conv ? 4 : 2) && j.in.shape[1] == L->in);
+		CHECK(j.rows == j.in.shape[0] && (uint64_t)j.rows <= lim.max_rows);
+		for (uint64_t i = 0; i < n; i++)
+			CHECK(isfinite(j.in.data[i]));
+		uint64_t nout = (uint64_t)j.rows * (uint64_t)L->out;
+		if (j.conv)
+			nout *= (uint64_t)(j.ho * j.wo);
+		CHECK(nout <= lim.max_elements);
+		CHECK(j.set.n <= (size_t)lim.max_set);
+		for (size_t i = 0; i < j.set.n; i++) {
+			CHECK(lokrd_id_valid(j.set.items[i].id));
+			CHECK(isfinite(j.set.items[i].multiplier));
+		}
+		check_roundtrip(&j);
+	}
+	lokrd_tensor_free(&j.in);
+	lokrd_set_free(&j.set);
+	return 0;
+}
+
+#ifndef LOKR_LIBFUZZER
+static int run_file(const char *path)
+{
+	FILE *fp = fopen(path, "rb");
+	if (!fp) {
+		perror(path);
+		return -1;
+	}
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0;
+	for (;;) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 4096;
+			buf = realloc(buf, cap);
+			CHECK(buf);
+		}
+		size_t r = fread(buf + len, 1, cap - len, fp);
+		if (r == 0)
+			break;
+		len += r;
+	}
+	fclose(fp);
+	uint8_t *exact = malloc(len ? len : 1); /* exact size: ASan sees overreads */
+	CHECK(exact);
+	if (len)
+		memcpy(exact, buf, len);
+	free(buf);
+	LLVMFuzzerTestOneInput(exact, len);
+	free(exact);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *def[] = {SRCDIR "/tests/fuzz/corpus/request"};
+	const char **args = (const char **)argv + 1;
+	int nargs = argc - 1;
+	if (nargs == 0) {
+		args = def;
+		nargs = 1;
+	}
+	int files = 0;
+	for (int i = 0; i < nargs; i++) {
+		struct stat st;
+		if (stat(args[i], &st)) {
+			perror(args[i]);
+			return 1;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			if (run_file(args[i]))
+				return 1;
+			files++;
+			continue;
+		}
+		DIR *d = opendir(args[i]);
+		if (!d) {
+			perror(args[i]);
+			return 1;
+		}
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			char path[4096];
+			snprintf(path, sizeof path, "%s/%s", args[i], de->d_name);
+			if (run_file(path))
+				return 1;
+			files++;
+		}
+		closedir(d);
+	}
+	lokr_base_free(base);
+	printf("fuzz_request: replayed %d inputs\n", files);
+	return files > 0 ? 0 : 1;
+}
+#endif
