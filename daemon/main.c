@@ -36,6 +36,7 @@
 #include "compute.h"
 #include "http.h"
 #include "log.h"
+#include "merge_cache.h"
 #include "options.h"
 #include "sd.h"
 #include "server.h"
@@ -118,6 +119,10 @@ static void finish(lokrd_server *s)
 	lokrd_pool_close(&s->pool);
 }
 
+/* Drain: every 20 ms, exit once no request and no job is left.  At the
+ * drain timeout, requests still waiting for a job are answered 503; a
+ * second later, connections still open (a client that stalls mid-request)
+ * are closed, once no compute job runs: the timeout bounds the exit. */
 static void on_drain_tick(uv_timer_t *t)
 {
 	lokrd_server *s = t->data;
@@ -126,11 +131,18 @@ static void on_drain_tick(uv_timer_t *t)
 		finish(s);
 		return;
 	}
-	if (uv_hrtime() > s->drain_deadline_ns) {
+	uint64_t now = uv_hrtime();
+	if (s->drain_deadline_ns != UINT64_MAX && now > s->drain_deadline_ns) {
 		lokrd_log(LOKRD_LOG_WARN, "drain timeout: answering %u waiting requests with 503",
 		          lokrd_http_active(s));
 		lokrd_http_abort_waiting(s);
 		s->drain_deadline_ns = UINT64_MAX;
+		s->drain_close_ns = now + 1000000000ull;
+	} else if (s->drain_deadline_ns == UINT64_MAX && now > s->drain_close_ns &&
+	           s->inflight == 0) {
+		lokrd_log(LOKRD_LOG_WARN, "drain timeout: closing %u unfinished requests",
+		          lokrd_http_active(s));
+		finish(s);
 	}
 }
 
@@ -168,6 +180,8 @@ static void reload(lokrd_server *s)
 			live->log_level = LOKRD_LOG_DEBUG;
 		lokrd_log_setup(live->log_format, live->log_level);
 		lokrd_registry_set_budget(s->reg, live->cache_bytes);
+		if (s->merge_cache)
+			lokrd_merge_cache_set_budget(s->merge_cache, live->merge_cache_bytes);
 		if (restart[0])
 			lokrd_log(LOKRD_LOG_WARN, "SIGHUP: changed settings need a restart: %s",
 			          restart);
@@ -352,6 +366,7 @@ static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 		lokrd_log(LOKRD_LOG_ERROR, "uv_loop_close: %s (a handle leaked)", uv_strerror(rc));
 	lokrd_http_free(&s);
 	lokrd_tenants_stop(&s);
+	lokrd_merge_cache_free(s.merge_cache);
 	lokr_base_free(s.base);
 	lokrd_shm_close(&s.shm);
 	return s.exit_code ? s.exit_code : (rc ? 1 : 0);
@@ -493,6 +508,15 @@ int main(int argc, char **argv)
 	int pr = lokrd_options_parse(&o, argc, argv);
 	if (pr == LOKRD_OPTIONS_EXIT_OK)
 		return 0;
+	if (pr == LOKRD_OPTIONS_CHECK) {
+		/* --check-config: what start-up would refuse, without starting. */
+		int bad = lokrd_tenants_check_listen(&o);
+		if (!bad)
+			printf("lokrd: configuration OK%s%s%s\n", o.config_path ? " (" : "",
+			       o.config_path ? o.config_path : "", o.config_path ? ")" : "");
+		lokrd_options_free(&o);
+		return bad ? 2 : 0;
+	}
 	if (pr != LOKRD_OPTIONS_RUN)
 		return 2;
 	if (getenv("LOKRD_DEBUG"))

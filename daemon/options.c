@@ -224,6 +224,13 @@ static int set_workers(lokrd_options *o, const json_t *v, const char *src)
 	return 0;
 }
 
+static int set_merge_cache_bytes(lokrd_options *o, const json_t *v, const char *src)
+{
+	(void)src;
+	char buf[64];
+	return scalar(v, buf, sizeof buf) ? -1 : lokrd_parse_size(buf, &o->merge_cache_bytes);
+}
+
 static int set_cache_bytes(lokrd_options *o, const json_t *v, const char *src)
 {
 	(void)src;
@@ -325,6 +332,8 @@ static const config_key config_keys[] = {
     {"threads", "threads", set_threads, "an integer 0..1024 (0: the CPUs available)", 0},
     {"workers", "workers", set_workers, "an integer 1..256", 0},
     {"cache_bytes", "cache-bytes", set_cache_bytes, "a byte count (e.g. 1073741824 or \"1G\")", 1},
+    {"merge_cache_bytes", "merge-cache-bytes", set_merge_cache_bytes,
+     "a byte count (e.g. 268435456 or \"256M\"; 0 = off)", 1},
     {"log_format", "log-format", set_log_format, "\"text\" or \"json\"", 1},
     {"log_level", "log-level", set_log_level, "\"debug\", \"info\", \"warn\" or \"error\"", 1},
     {"drain_timeout", "drain-timeout", set_drain_timeout, "seconds, an integer 0..86400", 1},
@@ -343,6 +352,7 @@ static void defaults(lokrd_options *o)
 	o->listen_host = xstrdup("127.0.0.1");
 	o->listen_port = 8080;
 	o->cache_bytes = (uint64_t)2 << 30;
+	o->merge_cache_bytes = (uint64_t)256 << 20;
 	o->workers = 1;
 	o->log_level = LOKRD_LOG_INFO;
 	o->drain_timeout_s = 30;
@@ -394,6 +404,7 @@ static void usage(FILE *to)
 	      "             [--threads N] [--cache-bytes N] [--workers N]\n"
 	      "             [--log-format json|text] [--log-level LEVEL]\n"
 	      "             [--drain-timeout SECONDS] [--shm-name NAME]\n"
+	      "       lokrd --check-config [--config FILE.json] [options]\n"
 	      "       lokrd --help | --version\n"
 	      "\n"
 	      "  --base FILE        base model layers (safetensors); repeat for more files\n"
@@ -406,17 +417,20 @@ static void usage(FILE *to)
 	      "                     line wins.  SIGHUP re-reads it.\n"
 	      "  --threads N        compute threads per process (default: CPUs available)\n"
 	      "  --cache-bytes N    adapter cache budget, e.g. 2G (default 2G)\n"
+	      "  --merge-cache-bytes N  merged-tensor cache for repeated /v1/merge, apart\n"
+	      "                     from --cache-bytes (default 256M; 0: off)\n"
 	      "  --workers N        serving processes sharing the base in memory (default 1)\n"
 	      "  --log-format F     text (default) or json, on stderr\n"
 	      "  --log-level L      debug, info (default), warn or error\n"
 	      "  --drain-timeout S  on SIGTERM, finish requests for at most S seconds\n"
 	      "                     (default 30), then answer the rest 503\n"
+	      "  --check-config     validate the config file and options, then exit\n"
 	      "  --shm-name NAME    share the base with other lokrd instances as the POSIX\n"
 	      "                     shared memory object /NAME (verified before use)\n",
 	      to);
 }
 
-enum { OPT_CONFIG = 1000, OPT_HELP, OPT_VERSION, OPT_KEY0 };
+enum { OPT_CONFIG = 1000, OPT_HELP, OPT_VERSION, OPT_CHECK, OPT_KEY0 };
 
 /* getopt's table: --config, --help, --version, then every row of
  * config_keys with a command-line option (val = OPT_KEY0 + row). */
@@ -426,6 +440,7 @@ static void long_options(struct option *lo)
 	lo[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
 	lo[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
 	lo[n++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+	lo[n++] = (struct option){"check-config", no_argument, NULL, OPT_CHECK};
 	for (size_t i = 0; i < NKEYS; i++)
 		if (config_keys[i].option)
 			lo[n++] = (struct option){config_keys[i].option, required_argument, NULL,
@@ -436,7 +451,7 @@ static void long_options(struct option *lo)
 /* Defaults, file, command line.  `quiet` (reload): no help/version. */
 static int parse_all(lokrd_options *o, int argc, char **argv, int quiet)
 {
-	struct option lo[NKEYS + 4];
+	struct option lo[NKEYS + 5];
 	long_options(lo);
 	defaults(o);
 	o->argc = argc;
@@ -462,10 +477,14 @@ static int parse_all(lokrd_options *o, int argc, char **argv, int quiet)
 	/* Pass 2: the command line over the file. */
 	opterr = !quiet;
 	optind = 0;
-	int cli_base = 0, bad = 0;
+	int cli_base = 0, bad = 0, check = 0;
 	while (!bad && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (c == OPT_CONFIG || c == OPT_HELP || c == OPT_VERSION)
 			continue;
+		if (c == OPT_CHECK) {
+			check = 1;
+			continue;
+		}
 		if (c < OPT_KEY0 || c >= OPT_KEY0 + (int)NKEYS) {
 			if (!quiet)
 				usage(stderr);
@@ -504,13 +523,15 @@ static int parse_all(lokrd_options *o, int argc, char **argv, int quiet)
 			fputs("try 'lokrd --help'\n", stderr);
 		return LOKRD_OPTIONS_USAGE;
 	}
+	if (check && !quiet)
+		return LOKRD_OPTIONS_CHECK;
 	return LOKRD_OPTIONS_RUN;
 }
 
 int lokrd_options_parse(lokrd_options *o, int argc, char **argv)
 {
 	int rc = parse_all(o, argc, argv, 0);
-	if (rc != LOKRD_OPTIONS_RUN)
+	if (rc != LOKRD_OPTIONS_RUN && rc != LOKRD_OPTIONS_CHECK)
 		lokrd_options_free(o);
 	return rc;
 }

@@ -27,6 +27,7 @@ typedef struct lokrd_options {
 	char *config_path;           /* owned or NULL */
 	int threads;                 /* compute workers; 0 = available parallelism */
 	uint64_t cache_bytes;        /* adapter cache budget, bytes (reloadable) */
+	uint64_t merge_cache_bytes;  /* merged-tensor cache budget, bytes; 0 = off (reloadable) */
 	int workers;                 /* serving processes; 1 = no fork */
 	lokrd_log_format log_format; /* reloadable */
 	lokrd_log_level log_level;   /* least severe level logged (reloadable) */
@@ -64,12 +65,13 @@ enum {
 	LOKRD_OPTIONS_RUN = 0,
 	LOKRD_OPTIONS_EXIT_OK = 1, /* --help / --version printed */
 	LOKRD_OPTIONS_USAGE = 2,   /* error printed on stderr, exit 2 */
+	LOKRD_OPTIONS_CHECK = 3,   /* --check-config: parsed; the caller checks the rest */
 };
 
 /* Fill `o` from defaults, the config file named by --config (if any) and
  * argv (borrowed: it must outlive `o`).  Prints help/version/errors itself;
  * every config error names the file and the key.  Returns one of the
- * values above; on RUN the caller frees with lokrd_options_free. */
+ * values above; on RUN or CHECK the caller frees with lokrd_options_free. */
 int lokrd_options_parse(lokrd_options *o, int argc, char **argv);
 void lokrd_options_free(lokrd_options *o);
 
@@ -78,7 +80,12 @@ void lokrd_options_free(lokrd_options *o);
  * `live`).  Settings that changed but need a restart are listed in
  * `restart` ("listen, threads" or ""), and are not applied.  Returns 0, or
  * -1 when the file does not parse or validate (errors on stderr; `live`
- * untouched). */
+ * untouched).
+ * Mind: the new settings replace `live` wholesale except the restart-only
+ * fields, and the old values are freed.  A field added later is therefore
+ * reloadable by default; a pointer field that something else borrows (a
+ * table built from the config) must either be swapped back in reload (see
+ * options.c) or be re-fetched by its users after a reload. */
 int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len);
 
 /* Parse "123", "64K", "512M", "4G" (powers of 1024) into bytes; -1 on error. */
