@@ -249,7 +249,9 @@ unsigned lokrd_adapter_read(const lokr_base *base, const char *path, lokr_adapte
 		return 422;
 	}
 	if (st.st_size < 8) {
-		snprintf(msg, msglen, "not a safetensors file: %lld bytes", (long long)st.st_size);
+		const char *bn = strrchr(path, '/');
+		snprintf(msg, msglen, "%s: not a safetensors file: %lld bytes", bn ? bn + 1 : path,
+		         (long long)st.st_size);
 		close(fd);
 		return 422;
 	}
