@@ -179,7 +179,10 @@ static void reload(lokrd_server *s)
 		if (getenv("LOKRD_DEBUG"))
 			live->log_level = LOKRD_LOG_DEBUG;
 		lokrd_log_setup(live->log_format, live->log_level);
-		lokrd_registry_set_budget(s->reg, live->cache_bytes);
+		if (s->cache_group)
+			lokrd_cache_group_set_budget(s->cache_group, live->cache_bytes);
+		else
+			lokrd_registry_set_budget(s->reg, live->cache_bytes);
 		if (s->merge_cache)
 			lokrd_merge_cache_set_budget(s->merge_cache, live->merge_cache_bytes);
 		if (restart[0])
@@ -192,10 +195,17 @@ static void reload(lokrd_server *s)
 		          live->log_format == LOKRD_LOG_JSON ? "json" : "text",
 		          live->drain_timeout_s);
 	}
-	unsigned removed, changed;
-	lokrd_registry_rescan(s->reg, &removed, &changed);
+	/* Every tenant's directory. */
+	unsigned removed = 0, changed = 0;
+	for (size_t i = 0; s->tenants && i < s->tenants->n; i++) {
+		unsigned r = 0, c = 0;
+		if (s->tenants->t[i].reg)
+			lokrd_registry_rescan(s->tenants->t[i].reg, &r, &c);
+		removed += r;
+		changed += c;
+	}
 	lokrd_registry_stats st;
-	lokrd_registry_stats_get(s->reg, &st);
+	lokrd_tenants_stats(s, &st);
 	lokrd_log(LOKRD_LOG_INFO,
 	          "SIGHUP: adapter directory rescanned: %u removed, %u changed; %llu resident "
 	          "(%llu bytes)",

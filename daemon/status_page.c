@@ -19,37 +19,21 @@
 #include "config.h"
 #include "route_impl.h"
 #include "status_page.h"
+#include "tenant.h"
 
 /* ------------------------------------------------------------ gauges */
 
 typedef struct tenant_table {
 	lokrd_tenant_usage *t;
-	size_t n, cap;
+	size_t n;
 } tenant_table;
 
 static void tenant_add(void *arg, const char *id, uint64_t bytes)
 {
-	tenant_table *ts = arg;
-	char name[sizeof ts->t->name];
-	lokrd_metrics_tenant(id, name, sizeof name);
-	size_t i = 0;
-	while (i < ts->n && strcmp(ts->t[i].name, name))
-		i++;
-	if (i == ts->n) {
-		if (ts->n == ts->cap) {
-			size_t cap = ts->cap ? ts->cap * 2 : 8;
-			lokrd_tenant_usage *nt = realloc(ts->t, cap * sizeof *nt);
-			if (!nt)
-				return; /* a missing row, not a crash */
-			ts->t = nt;
-			ts->cap = cap;
-		}
-		memset(&ts->t[i], 0, sizeof ts->t[i]);
-		snprintf(ts->t[i].name, sizeof ts->t[i].name, "%s", name);
-		ts->n++;
-	}
-	ts->t[i].bytes += bytes;
-	ts->t[i].adapters++;
+	lokrd_tenant_usage *u = arg;
+	(void)id;
+	u->bytes += bytes;
+	u->adapters++;
 }
 
 typedef struct collected {
@@ -75,20 +59,26 @@ static void collect(lokrd_server *s, collected *c)
 		g->shm_bytes = s->shm.len;
 	}
 	lokrd_registry_stats st;
-	lokrd_registry_stats_get(s->reg, &st);
+	lokrd_tenants_stats(s, &st);
 	g->resident_bytes = st.resident_bytes;
 	g->cache_budget = st.budget;
 	g->resident_adapters = st.resident;
 	g->pinned_adapters = st.pinned;
 	g->known_adapters = st.known;
-	lokrd_registry_ids(s->reg, c->res_ids, sizeof c->res_ids, c->wait_ids, sizeof c->wait_ids);
+	lokrd_tenants_ids(s, c->res_ids, sizeof c->res_ids, c->wait_ids, sizeof c->wait_ids);
 	g->resident_ids = c->res_ids;
 	g->waiting_ids = c->wait_ids;
-	/* Every tenant with a resident adapter; "default" always, so the
-	 * series exists from the start when there are no tenants. */
-	tenant_add(&c->ts, "", 0);
-	c->ts.t[0].adapters = 0;
-	lokrd_registry_foreach_resident(s->reg, tenant_add, &c->ts);
+	/* One row per tenant, resident or not, so every series exists from
+	 * the start; the open tenant (no tokens configured) is "default". */
+	size_t n = s->tenants ? s->tenants->n : 0;
+	c->ts.t = n ? calloc(n, sizeof *c->ts.t) : NULL;
+	for (size_t i = 0; c->ts.t && i < n; i++) {
+		const lokrd_tenant *t = &s->tenants->t[i];
+		lokrd_tenant_usage *u = &c->ts.t[c->ts.n++];
+		snprintf(u->name, sizeof u->name, "%s", t->name[0] ? t->name : "default");
+		if (t->reg)
+			lokrd_registry_foreach_resident(t->reg, tenant_add, u);
+	}
 	g->tenants = c->ts.t;
 	g->ntenants = c->ts.n;
 }
@@ -120,12 +110,20 @@ void lokrd_route_metrics(lokrd_req *r)
 
 /* ------------------------------------------------------------ /v1/status */
 
+typedef struct id_list {
+	json_t *arr;
+	const char *tenant; /* "" for the open tenant */
+} id_list;
+
 static void add_id(void *arg, const char *id, uint64_t bytes)
 {
-	json_t *arr = arg;
-	if (json_array_size(arr) < 1000)
-		json_array_append_new(arr,
-		                      json_pack("{s:s,s:I}", "id", id, "bytes", (json_int_t)bytes));
+	id_list *l = arg;
+	if (json_array_size(l->arr) >= 1000)
+		return;
+	char full[LOKRD_TENANT_MAX + LOKRD_ID_MAX + 2];
+	snprintf(full, sizeof full, "%s%s%s", l->tenant, l->tenant[0] ? "/" : "", id);
+	json_array_append_new(l->arr,
+	                      json_pack("{s:s,s:I}", "id", full, "bytes", (json_int_t)bytes));
 }
 
 static json_t *ids_array(const char *csv)
@@ -164,7 +162,11 @@ void lokrd_route_status(lokrd_req *r)
 		                 s->shm.name);
 	}
 	json_t *resident = json_array();
-	lokrd_registry_foreach_resident(s->reg, add_id, resident);
+	for (size_t i = 0; s->tenants && i < s->tenants->n; i++) {
+		id_list l = {resident, s->tenants->t[i].name};
+		if (s->tenants->t[i].reg)
+			lokrd_registry_foreach_resident(s->tenants->t[i].reg, add_id, &l);
+	}
 	json_t *tenants = json_array();
 	for (size_t i = 0; i < g->ntenants; i++)
 		json_array_append_new(

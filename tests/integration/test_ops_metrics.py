@@ -339,7 +339,54 @@ def main():
         rc = d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ck(rc == 0, "exit 0")
+    tenants(res, contract)
     return res.finish()
+
+
+def tenants(res, contract):
+    """With tenants configured: resident bytes per tenant name, ids in the
+    residency gauge as tenant/id, /metrics behind an admin token."""
+    import json
+    ck = res.check
+    tmp = tempfile.mkdtemp(prefix="lokrd-metrics-t-")
+    adir = os.path.join(tmp, "adapters")
+    for t in ("alpha", "beta"):
+        os.makedirs(os.path.join(adir, t))
+    shutil.copy(os.path.join(F, "adapters", "lora.safetensors"),
+                os.path.join(adir, "alpha", "one.safetensors"))
+    admin = "admin-token-0123456789"
+    cfg = os.path.join(tmp, "c.json")
+    with open(cfg, "w") as f:
+        json.dump({"tenants": {"alpha": {"tokens": ["alpha-token-0123456789"]},
+                               "beta": {"tokens": ["beta-token-01234567890"]}},
+                   "admin_tokens": [admin]}, f)
+    d = L.Lokrd(BASE, adir, extra=["--config", cfg], contract=contract, results=res)
+    try:
+        x = np.ones((1, 64), np.float32)
+        r = d.post("/v1/apply", {"layer": "mid.proj", "adapters": [{"id": "one"}],
+                                 "input": L.tensor_json(x)},
+                   headers={"Authorization": "Bearer alpha-token-0123456789"})
+        ck(r.status == 200, "tenant alpha applies its adapter (%d)" % r.status)
+        ck(d.get("/metrics", check=False).status == 401, "/metrics needs a token with tenants")
+        text = d.get("/metrics", headers={"Authorization": "Bearer " + admin}).body.decode()
+        try:
+            fams = parse_strict(text)
+        except FormatError as e:
+            ck(False, "strict parse (tenants): %s" % e)
+            return
+        a = value(fams, "lokrd_tenant_adapter_resident_bytes", tenant="alpha")
+        b = value(fams, "lokrd_tenant_adapter_resident_bytes", tenant="beta")
+        ck(a is not None and a > 0 and a == value(fams, "lokrd_adapter_resident_bytes"),
+           "alpha's resident bytes == the total (%s)" % a)
+        ck(b == 0, "beta has nothing resident (%s)" % b)
+        ck(value(fams, "lokrd_tenant_adapters_resident", tenant="alpha") == 1,
+           "alpha has one resident adapter")
+        lab = labels_of(fams, "lokrd_adapter_residency")
+        ck(lab is not None and lab["running_adapters"] == "alpha/one",
+           "residency ids are tenant/id: %s" % lab)
+    finally:
+        ck(d.stop() == 0, "tenants daemon exit 0")
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
