@@ -275,24 +275,6 @@ static int set_drain_timeout(lokrd_options *o, const json_t *v, const char *src)
 	return 0;
 }
 
-/* A POSIX shm name without the leading slash: one path component. */
-static int set_shm_name(lokrd_options *o, const json_t *v, const char *src)
-{
-	(void)src;
-	const char *s = json_string_value(v);
-	size_t n = s ? strlen(s) : 0;
-	if (n == 0 || n > 200 || s[0] == '.')
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return -1;
-	}
-	set_str(&o->shm_name, s);
-	return 0;
-}
-
 /* Issue 6: the "limits" object and the tenancy keys (limits.c, tenant.c;
  * they print their own errors). */
 static int set_limits(lokrd_options *o, const json_t *v, const char *src)
@@ -337,8 +319,6 @@ static const config_key config_keys[] = {
     {"log_format", "log-format", set_log_format, "\"text\" or \"json\"", 1},
     {"log_level", "log-level", set_log_level, "\"debug\", \"info\", \"warn\" or \"error\"", 1},
     {"drain_timeout", "drain-timeout", set_drain_timeout, "seconds, an integer 0..86400", 1},
-    {"shm_name", "shm-name", set_shm_name,
-     "a name of 1..200 characters [A-Za-z0-9._-], not starting with '.'", 0},
     {"limits", NULL, set_limits, NULL, 1},
     {"tenants", NULL, set_tenants, NULL, 1},
     {"admin_tokens", NULL, set_admin_tokens, NULL, 1},
@@ -403,7 +383,7 @@ static void usage(FILE *to)
 	      "             --adapters DIR [--listen 127.0.0.1:8080] [--config FILE.json]\n"
 	      "             [--threads N] [--cache-bytes N] [--workers N]\n"
 	      "             [--log-format json|text] [--log-level LEVEL]\n"
-	      "             [--drain-timeout SECONDS] [--shm-name NAME]\n"
+	      "             [--drain-timeout SECONDS]\n"
 	      "       lokrd --check-config [--config FILE.json] [options]\n"
 	      "       lokrd --help | --version\n"
 	      "\n"
@@ -413,8 +393,8 @@ static void usage(FILE *to)
 	      "                     default 127.0.0.1:8080\n"
 	      "  --config FILE      JSON config: every option as a key (base, adapters,\n"
 	      "                     listen, threads, workers, cache_bytes, log_format,\n"
-	      "                     log_level, drain_timeout, shm_name, ...); the command\n"
-	      "                     line wins.  SIGHUP re-reads it.\n"
+	      "                     log_level, drain_timeout, limits, tenants, ...); the\n"
+	      "                     command line wins.  SIGHUP re-reads it.\n"
 	      "  --threads N        compute threads per process (default: CPUs available)\n"
 	      "  --cache-bytes N    adapter cache budget, e.g. 2G (default 2G)\n"
 	      "  --merge-cache-bytes N  merged-tensor cache for repeated /v1/merge, apart\n"
@@ -424,9 +404,7 @@ static void usage(FILE *to)
 	      "  --log-level L      debug, info (default), warn or error\n"
 	      "  --drain-timeout S  on SIGTERM, finish requests for at most S seconds\n"
 	      "                     (default 30), then answer the rest 503\n"
-	      "  --check-config     validate the config file and options, then exit\n"
-	      "  --shm-name NAME    share the base with other lokrd instances as the POSIX\n"
-	      "                     shared memory object /NAME (verified before use)\n",
+	      "  --check-config     validate the config file and options, then exit\n",
 	      to);
 }
 
@@ -542,7 +520,6 @@ void lokrd_options_free(lokrd_options *o)
 	free(o->adapters_dir);
 	free(o->listen_host);
 	free(o->config_path);
-	free(o->shm_name);
 	lokrd_tenants_free(o->tenants);
 	memset(o, 0, sizeof *o);
 }
@@ -597,8 +574,6 @@ int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len)
 		note(restart, restart_len, "threads");
 	if (next.workers != live->workers)
 		note(restart, restart_len, "workers");
-	if (str_differs(next.shm_name, live->shm_name))
-		note(restart, restart_len, "shm_name");
 	/* Given to MHD at start. */
 	if (next.idle_timeout_s != live->idle_timeout_s ||
 	    next.max_connections != live->max_connections ||
@@ -621,7 +596,6 @@ int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len)
 	SWAP(config_path);
 	SWAP(threads);
 	SWAP(workers);
-	SWAP(shm_name);
 	SWAP(idle_timeout_s);
 	SWAP(max_connections);
 	SWAP(max_connections_per_ip);

@@ -32,7 +32,6 @@ typedef struct lokrd_options {
 	lokrd_log_format log_format; /* reloadable */
 	lokrd_log_level log_level;   /* least severe level logged (reloadable) */
 	unsigned drain_timeout_s;    /* SIGTERM: bound on finishing requests (reloadable) */
-	char *shm_name;              /* owned or NULL: named POSIX segment for the base */
 
 	/* Limits (the config keys of issue "limits" extend these). */
 	uint64_t max_json_body;  /* bytes of a JSON request body */

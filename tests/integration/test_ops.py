@@ -68,7 +68,7 @@ def config_validation(res, tmp):
     bad = {
         "base": 5, "adapters": 7, "listen": "nohost", "threads": 2000, "workers": 0,
         "cache_bytes": "12X", "log_format": "xml", "log_level": "loud",
-        "drain_timeout": -1, "shm_name": "a/b",
+        "drain_timeout": -1,
     }
     cfg = os.path.join(tmp, "bad.json")
     for key, value in bad.items():
@@ -96,7 +96,7 @@ def config_validation(res, tmp):
         ck(p.returncode == 2 and ("invalid %s" % opt) in p.stderr,
            "command line %s %s: exit 2 naming the option (%s)" % (opt, value, p.stderr.strip()))
     p = run_lokrd("--help")
-    for opt in ("--drain-timeout", "--log-level", "--shm-name", "--config"):
+    for opt in ("--drain-timeout", "--log-level", "--check-config", "--config"):
         ck(opt in p.stdout, "--help lists %s" % opt)
 
 
@@ -109,8 +109,7 @@ def config_every_key(res, contract, tmp):
     with open(cfg, "w") as f:
         json.dump({"base": [BASE], "adapters": adir, "listen": "127.0.0.1:1", "threads": 3,
                    "workers": 1, "cache_bytes": "24M", "log_format": "json",
-                   "log_level": "info", "drain_timeout": 7,
-                   "shm_name": "lokrd-test-every-%d" % os.getpid()}, f)
+                   "log_level": "info", "drain_timeout": 7}, f)
     d = L.Lokrd(BASE, adir, extra=["--config", cfg, "--cache-bytes", "20M"],
                 contract=contract, results=res)
     try:
