@@ -13,6 +13,14 @@
  *
  * Memory: one (out x in*kk) float scratch per call holds s dW of the module
  * being added (lokr_module_delta); everything else is per-channel.
+ *
+ * Fast path: when every contribution is LoKr without DoRA (the common case),
+ * the Kronecker products are expanded row by row straight into dst and W0 is
+ * added while the row is still in L1, in one pass over the output instead of
+ * three (delta into a scratch, add into dst, add W0) and without the
+ * (out x in*kk) scratch.  Per element it performs the same float operations
+ * in the same order as the general path (0 + l1 x1 + l2 x2 ... then W0 +),
+ * so both give bit-identical results.
  */
 #include <math.h>
 #include <string.h>
@@ -61,6 +69,103 @@ static void add_dora(const lokr_layer *L, const float *g, lokr_dora_axis axis, f
 			}
 		}
 	}
+}
+
+/* One LoKr contribution of the fast path: dense factors, W1 pre-scaled by s
+ * exactly as lokr_module_delta scales it (c = s * w1[i, k]). */
+typedef struct kron_term {
+	float *sw1; /* m1 x n1: s * W1 */
+	float *w2;  /* m2 x n2*kk */
+	size_t m2, n1, n2kk;
+	float lambda;
+} kron_term;
+
+static int fast_path_ok(const contrib *cs, size_t nc)
+{
+	for (size_t i = 0; i < nc; i++)
+		if (cs[i].m->algo != LOKR_ALGO_LOKR || cs[i].m->dora_axis != LOKR_DORA_NONE)
+			return 0;
+	return 1;
+}
+
+/* dst (out x cols) = [W0 +] sum_i l_i s_i kron(W1_i, W2_i), row by row. */
+static int merge_kron_rows(const lokr_layer *L, const contrib *cs, size_t nc, int delta_only,
+                           float *dst, lokr_error *err)
+{
+	const size_t out = (size_t)L->out, cols = (size_t)L->in * (size_t)L->kk;
+	kron_term *ts = lokr__try_calloc(nc, sizeof *ts);
+	int rc = LOKR_OK;
+	if (!ts)
+		return lokr__fail(err, LOKR_ENOMEM, "merge: out of memory");
+	for (size_t i = 0; i < nc && !rc; i++) {
+		const lokr_module *m = cs[i].m;
+		if ((rc = lokr__lokr_check(m))) {
+			rc = lokr__fail(err, rc,
+			                "merge: module %s on layer %s: inconsistent factors",
+			                m->name ? m->name : "?", L->name ? L->name : "?");
+			break;
+		}
+		const size_t m1 = (size_t)m->m1, n1 = (size_t)m->n1, m2 = (size_t)m->m2;
+		const size_t n2kk = (size_t)(m->n2 * m->kk);
+		ts[i].sw1 = lokr__try_malloc(m1 * n1 * sizeof(float));
+		ts[i].w2 = lokr__try_malloc(m2 * n2kk * sizeof(float));
+		ts[i].m2 = m2;
+		ts[i].n1 = n1;
+		ts[i].n2kk = n2kk;
+		ts[i].lambda = cs[i].lambda;
+		if (!ts[i].sw1 || !ts[i].w2) {
+			rc = lokr__fail(err, LOKR_ENOMEM, "merge: out of memory");
+			break;
+		}
+		if ((rc = lokr__lokr_factors(m, ts[i].sw1, ts[i].w2))) {
+			rc = lokr__fail(err, rc, "merge: module %s on layer %s: %s",
+			                m->name ? m->name : "?", L->name ? L->name : "?",
+			                rc == LOKR_ENOMEM ? "out of memory"
+			                                  : "inconsistent factors");
+			break;
+		}
+		const float s = m->scale;
+		for (size_t e = 0; e < m1 * n1; e++)
+			ts[i].sw1[e] = s * ts[i].sw1[e];
+	}
+	if (rc)
+		goto out;
+	const float *w0 = L->weight;
+	for (size_t o = 0; o < out; o++) {
+		float *d = dst + o * cols;
+		const float *w = w0 + o * cols;
+		for (size_t i = 0; i < nc; i++) {
+			const kron_term *t = &ts[i];
+			const float *c = t->sw1 + (o / t->m2) * t->n1;
+			const float *b = t->w2 + (o % t->m2) * t->n2kk;
+			const float l = t->lambda;
+			const int last = i + 1 == nc && !delta_only;
+			for (size_t k = 0; k < t->n1; k++) {
+				const float ck = c[k];
+				float *blk = d + k * t->n2kk;
+				const float *wb = w + k * t->n2kk;
+				if (i == 0 && last)
+					for (size_t e = 0; e < t->n2kk; e++)
+						blk[e] = wb[e] + (0.0f + l * (ck * b[e]));
+				else if (i == 0)
+					for (size_t e = 0; e < t->n2kk; e++)
+						blk[e] = 0.0f + l * (ck * b[e]);
+				else if (last)
+					for (size_t e = 0; e < t->n2kk; e++)
+						blk[e] = wb[e] + (blk[e] + l * (ck * b[e]));
+				else
+					for (size_t e = 0; e < t->n2kk; e++)
+						blk[e] += l * (ck * b[e]);
+			}
+		}
+	}
+out:
+	for (size_t i = 0; i < nc; i++) {
+		free(ts[i].sw1);
+		free(ts[i].w2);
+	}
+	free(ts);
+	return rc;
 }
 
 int lokr_merge_layer(const lokr_base *base, size_t layer, const lokr_adapter_ref *set, size_t nset,
@@ -127,6 +232,10 @@ int lokr_merge_layer(const lokr_base *base, size_t layer, const lokr_adapter_ref
 		goto out;
 	}
 	qsort(cs, nc, sizeof *cs, contrib_cmp);
+	if (fast_path_ok(cs, nc)) {
+		rc = merge_kron_rows(L, cs, nc, delta_only, dst, err);
+		goto out;
+	}
 
 	float *scratch = lokr__try_malloc((size_t)n * sizeof(float));
 	float *gbuf = NULL;

@@ -390,6 +390,60 @@ static void test_dora_uncached(void **state)
 	ta_free(&t);
 }
 
+/* The LoKr fast path (one pass, no scratch) against the general path's
+ * arithmetic written out here: s dW from lokr_module_delta, summed as
+ * 0 + l1 d1 + l2 d2 in the canonical order (adapter address), W0 added last.
+ * Bit-identical, for two adapters of different factorizations (one with a
+ * low-rank W2), merged and delta, in either order, plus a single adapter. */
+static void test_fast_path_bit_identical(void **state)
+{
+	fixture *f = *state;
+	test_adapter t[2];
+	ta_lokr(&t[0], f->L_lin, f->lin, 40, 4, 0, 0.75f);
+	ta_lokr(&t[1], f->L_lin, f->lin, 8, 8, 3, 1.5f);
+	size_t n = layer_elems(f->L_lin);
+	float *d[2], *exp = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+	assert_non_null(exp);
+	assert_non_null(got);
+	for (int i = 0; i < 2; i++) {
+		d[i] = malloc(n * sizeof(float));
+		assert_non_null(d[i]);
+		assert_int_equal(lokr_module_delta(&t[i].m, d[i]), LOKR_OK);
+	}
+	const float lam[2] = {0.8f, -1.3f};
+	int lo = (uintptr_t)&t[0].a < (uintptr_t)&t[1].a ? 0 : 1, hi = 1 - lo;
+	for (int delta_only = 0; delta_only < 2; delta_only++) {
+		for (size_t e = 0; e < n; e++) {
+			float acc = 0.0f;
+			acc += lam[lo] * d[lo][e];
+			acc += lam[hi] * d[hi][e];
+			exp[e] = delta_only ? acc : f->L_lin->weight[e] + acc;
+		}
+		lokr_adapter_ref ab[2] = {{&t[0].a, lam[0]}, {&t[1].a, lam[1]}};
+		lokr_adapter_ref ba[2] = {ab[1], ab[0]};
+		assert_int_equal(lokr_merge_layer(f->base, f->lin, ab, 2, delta_only, got, NULL),
+		                 LOKR_OK);
+		assert_memory_equal(got, exp, n * sizeof(float));
+		assert_int_equal(lokr_merge_layer(f->base, f->lin, ba, 2, delta_only, got, NULL),
+		                 LOKR_OK);
+		assert_memory_equal(got, exp, n * sizeof(float));
+		for (size_t e = 0; e < n; e++) {
+			float acc = 0.0f;
+			acc += lam[1] * d[1][e];
+			exp[e] = delta_only ? acc : f->L_lin->weight[e] + acc;
+		}
+		assert_int_equal(
+		    lokr_merge_layer(f->base, f->lin, &ab[1], 1, delta_only, got, NULL), LOKR_OK);
+		assert_memory_equal(got, exp, n * sizeof(float));
+	}
+	for (int i = 0; i < 2; i++) {
+		free(d[i]);
+		ta_free(&t[i]);
+	}
+	free(exp);
+	free(got);
+}
+
 static void test_errors(void **state)
 {
 	fixture *f = *state;
@@ -436,6 +490,7 @@ int main(void)
 	    cmocka_unit_test(test_untouched_is_bit_identical),
 	    cmocka_unit_test(test_several_adapters_any_order),
 	    cmocka_unit_test(test_dora_uncached),
+	    cmocka_unit_test(test_fast_path_bit_identical),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
