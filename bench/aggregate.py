@@ -235,7 +235,9 @@ def write_readme(a, cruns, truns, rows, brows, drows, vrows, results, sread, str
     order = {s: i for i, s in enumerate(shapes)}
     facs = ["f-1", "f16", "f8", "f4", "unb4"]
     # plot data: ratio at 64 rows x 64 adapters and 64 x 1, per shape/factor/W2
-    dat = os.path.join(pd, "overhead.dat")
+    import tempfile
+    datdir = tempfile.mkdtemp(prefix="lokr-bench-")
+    dat = os.path.join(datdir, "overhead.dat")
     labels = []
     with open(dat, "w") as f:
         f.write("# idx label ratio_64x1 ratio_64x64 floor_64x64\n")
@@ -265,6 +267,8 @@ def write_readme(a, cruns, truns, rows, brows, drows, vrows, results, sread, str
             plotted = True
         except (OSError, subprocess.CalledProcessError) as e:
             print("plot: gnuplot failed: %s" % e, file=sys.stderr)
+    os.remove(dat)
+    os.rmdir(datdir)
 
     L = []
     L.append("# lokrd benchmarks")

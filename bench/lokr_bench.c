@@ -658,21 +658,28 @@ static void cpu_name(char *buf, size_t len)
 	FILE *f = fopen("/proc/cpuinfo", "r");
 	if (!f)
 		return;
-	char line[512];
+	char line[512], model[256] = "unknown", fam[32] = "?", mod[32] = "?";
 	while (fgets(line, sizeof line, f)) {
-		if (strncmp(line, "model name", 10) == 0) {
-			char *c = strchr(line, ':');
-			if (c) {
-				c++;
-				while (*c == ' ')
-					c++;
-				c[strcspn(c, "\n")] = '\0';
-				snprintf(buf, len, "%s", c);
-			}
-			break;
+		char *c = strchr(line, ':');
+		if (!c)
+			continue;
+		c++;
+		while (*c == ' ')
+			c++;
+		c[strcspn(c, "\n")] = '\0';
+		if (strncmp(line, "model name", 10) == 0)
+			snprintf(model, sizeof model, "%s", c);
+		else if (strncmp(line, "cpu family", 10) == 0)
+			snprintf(fam, sizeof fam, "%s", c);
+		else if (strncmp(line, "model\t", 6) == 0)
+			snprintf(mod, sizeof mod, "%s", c);
+		else if (line[0] == '\n' || strncmp(line, "processor", 9) == 0) {
+			if (strcmp(model, "unknown") != 0 && strcmp(mod, "?") != 0)
+				break;
 		}
 	}
 	fclose(f);
+	snprintf(buf, len, "%s (family %s, model %s)", model, fam, mod);
 }
 
 static void usage(void)

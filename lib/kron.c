@@ -91,6 +91,37 @@ LOKR_CLONES
 static void narrow_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
+	if (N == 4) {
+		/* exactly one 4-wide vector per row of B and C: no padding copy */
+		typedef float v4f __attribute__((vector_size(16)));
+		int64_t i = 0;
+		for (; i < M; i += 4) {
+			const int64_t mi = M - i < 4 ? M - i : 4;
+			const float *a0 = A + i * lda;
+			const float *a1 = mi > 1 ? a0 + lda : a0, *a2 = mi > 2 ? a0 + 2 * lda : a0;
+			const float *a3 = mi > 3 ? a0 + 3 * lda : a0;
+			v4f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+			for (int64_t k = 0; k < K; k++) {
+				v4f b;
+				memcpy(&b, B + k * ldb, sizeof b);
+				c0 += a0[k] * b;
+				c1 += a1[k] * b;
+				c2 += a2[k] * b;
+				c3 += a3[k] * b;
+			}
+			v4f cs[4] = {c0, c1, c2, c3};
+			for (int64_t ii = 0; ii < mi; ii++) {
+				v4f v = alpha * cs[ii], o;
+				float *c = C + (i + ii) * ldc;
+				if (beta != 0.0f) {
+					memcpy(&o, c, sizeof o);
+					v += o;
+				}
+				memcpy(c, &v, sizeof v);
+			}
+		}
+		return;
+	}
 	v8f bp[NARROW_MAX_K];
 	for (int64_t k = 0; k < K; k++) {
 		float t[8] = {0};
