@@ -709,11 +709,8 @@ int main(int argc, char **argv)
 	}
 	if (opt_samples < 1 || opt_samples > 64)
 		usage();
-	if (opt_quick) {
+	if (opt_quick)
 		opt_min_sample = 0.002;
-		if (opt_samples == 5)
-			opt_samples = 3;
-	}
 	if (threads > 0)
 		openblas_set_num_threads(threads);
 	if (json_path) {
