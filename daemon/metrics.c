@@ -50,16 +50,6 @@ void lokrd_metrics_init(lokrd_metrics *m)
 	m->reload_time = m->start_time;
 }
 
-const char *lokrd_metrics_tenant(const char *adapter_key, char *buf, size_t len)
-{
-	const char *slash = strchr(adapter_key, '/');
-	if (slash)
-		snprintf(buf, len, "%.*s", (int)(slash - adapter_key), adapter_key);
-	else
-		snprintf(buf, len, "default");
-	return buf;
-}
-
 uint64_t lokrd_metrics_max_adapters(const lokrd_gauges *g)
 {
 	uint64_t mean =

@@ -67,11 +67,6 @@ typedef struct lokrd_tenant_usage {
 	uint64_t bytes, adapters;
 } lokrd_tenant_usage;
 
-/* The tenant an adapter key belongs to, into buf: the part before the
- * first '/' of a "tenant/id" key, or "default" for a plain id (no tenants
- * configured).  Returns buf. */
-const char *lokrd_metrics_tenant(const char *adapter_key, char *buf, size_t len);
-
 /* Gauges read at scrape time by the caller. */
 typedef struct lokrd_gauges {
 	uint64_t base_bytes, shm_bytes;
