@@ -172,6 +172,14 @@ void lokrd_metrics_render(const lokrd_metrics *m, const lokrd_gauges *g, lokrd_b
 	        m->load_failures);
 	counter(b, "lokrd_adapter_evictions_total", "Adapters evicted under the cache budget.",
 	        m->evictions);
+	counter(b, "lokrd_merge_cache_hits_total", "Merged tensors sent from the merge cache.",
+	        m->merge_cache_hits);
+	counter(b, "lokrd_merge_cache_misses_total",
+	        "Merged tensors computed (merge cache misses).", m->merge_cache_misses);
+	gauge(b, "lokrd_merge_cache_bytes", "Bytes of encoded tensors in the merge cache.",
+	      m->merge_cache_bytes);
+	gauge(b, "lokrd_merge_cache_budget_bytes", "The --merge-cache-bytes budget.",
+	      m->merge_cache_budget);
 	lokrd_buf_puts(b, "# HELP lokrd_adapter_load_seconds Time to load and validate an "
 	                  "adapter.\n# TYPE lokrd_adapter_load_seconds histogram\n");
 	render_hist(b, "lokrd_adapter_load_seconds", "", &m->load_seconds);

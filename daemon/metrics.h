@@ -50,6 +50,8 @@ typedef struct lokrd_metrics {
 	lokrd_hist batch_size;                 /* apply requests per compute batch */
 	lokrd_hist queue_wait;                 /* seconds from submit to start */
 	uint64_t cache_hits, cache_misses, loads, load_failures, evictions;
+	/* merged-tensor cache (merge_cache.h), copied in by route_merge.c */
+	uint64_t merge_cache_hits, merge_cache_misses, merge_cache_bytes, merge_cache_budget;
 	lokrd_hist load_seconds;
 	uint64_t rejected_overload;
 	uint64_t start_time;             /* unix seconds */

@@ -4,32 +4,40 @@
  *
  * The header comes first from lokr_st_layout_make, so the size is known
  * and the response carries a Content-Length.  Tensors are then computed on
- * the pool one at a time, in the file's data order, with one tensor of
- * look-ahead: while tensor k is being sent, tensor k+1 is being computed.
- * When MHD wants bytes that are not computed yet, the content reader
- * suspends the connection; the job's done callback resumes it.  At most two
- * encoded tensors are held per stream.
+ * the pool in the file's data order, NSLOTS - 1 ahead of the one being
+ * sent: while tensor k is sent, k+1 and k+2 are computed, so every worker
+ * of a two-thread pool merges.  When MHD wants bytes that are not computed
+ * yet, the content reader suspends the connection; the job's done callback
+ * resumes it.  At most NSLOTS encoded tensors are held per stream.
+ *
+ * Before a tensor is computed the merge cache (merge_cache.h) is asked for
+ * it; a computed tensor is offered to the cache, so a repeated merge of the
+ * same set, layers and dtype only sends.
  *
  * A computation that fails after the header was sent can only end the
  * connection early (the client sees a short body); that needs a library
  * error on a validated adapter, i.e. out of memory.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "adapterset.h"
-#include "tensor_json.h"
 #include "log.h"
+#include "merge_cache.h"
 #include "route_impl.h"
+#include "tensor_json.h"
 
 enum { SLOT_EMPTY = 0, SLOT_COMPUTING, SLOT_READY, SLOT_FAILED };
 
+/* Tensors held per stream: the one being sent and NSLOTS - 1 ahead. */
+#define NSLOTS 3
+
 typedef struct slot {
 	int state;
-	size_t k;       /* data-order index of the tensor held */
-	uint8_t *bytes; /* encoded tensor */
-	uint64_t len;
+	size_t k;         /* data-order index of the tensor held */
+	lokrd_blob *blob; /* encoded tensor (a reference) when READY */
 } slot;
 
 typedef struct merge_stream {
@@ -47,7 +55,9 @@ typedef struct merge_stream {
 	int have_layout;
 	size_t cur;         /* data-order index being sent */
 	uint64_t cur_start; /* file offset where tensor `cur` starts */
-	slot slots[2];
+	slot slots[NSLOTS];
+	uint8_t *key; /* merge cache key prefix (merge_cache.h), or NULL */
+	size_t key_len;
 	int waiting, closed, admitted;
 	char meta_adapters[4096];
 	char meta_output[16];
@@ -58,6 +68,7 @@ typedef struct merge_job {
 	merge_stream *ms;
 	size_t k;
 	size_t layer;
+	int dtype, delta; /* copies: the worker reads nothing mutable of the stream */
 	uint8_t *bytes;
 	uint64_t len;
 	int rc;
@@ -68,8 +79,9 @@ static void ms_unref(merge_stream *ms)
 {
 	if (--ms->refs > 0)
 		return;
-	for (int i = 0; i < 2; i++)
-		free(ms->slots[i].bytes);
+	for (int i = 0; i < NSLOTS; i++)
+		lokrd_blob_unref(ms->slots[i].blob);
+	free(ms->key);
 	if (ms->have_layout)
 		lokr_st_layout_free(&ms->layout);
 	for (size_t i = 0; i < ms->nlayers; i++)
@@ -86,46 +98,92 @@ static void ms_unref(merge_stream *ms)
 
 /* ------------------------------------------------------------ compute */
 
+/* f32 scratch of a worker thread for f16/bf16 output, kept between
+ * tensors: a fresh multi-megabyte malloc per tensor costs a page fault per
+ * 4 KiB (perf: about 30 % of a merge's samples). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+typedef struct scratch {
+	float *f;
+	size_t cap; /* floats */
+} scratch;
+
+static void scratch_destroy(void *p)
+{
+	scratch *sc = p;
+	free(sc->f);
+	free(sc);
+}
+
+static void scratch_key_init(void)
+{
+	pthread_key_create(&scratch_key, scratch_destroy);
+}
+
+static float *thread_scratch(size_t n)
+{
+	pthread_once(&scratch_once, scratch_key_init);
+	scratch *sc = pthread_getspecific(scratch_key);
+	if (!sc) {
+		sc = calloc(1, sizeof *sc);
+		if (!sc)
+			return NULL;
+		pthread_setspecific(scratch_key, sc);
+	}
+	if (sc->cap < n) {
+		free(sc->f);
+		sc->f = malloc(n * sizeof(float));
+		sc->cap = sc->f ? n : 0;
+	}
+	return sc->f;
+}
+
 static void job_run(lokrd_task *t)
 {
 	merge_job *j = (merge_job *)t;
 	merge_stream *ms = j->ms;
 	const lokr_layer *L = lokr_base_layer_at(ms->srv->base, j->layer);
 	uint64_t n = (uint64_t)L->out * (uint64_t)L->in * (uint64_t)L->kk;
-	float *f = malloc((size_t)n * sizeof(float));
-	if (!f) {
+	int f32 = j->dtype == LOKR_DTYPE_F32;
+	/* f32: merged straight into the bytes that are sent (and cached). */
+	j->bytes = malloc((size_t)n * (f32 ? 4 : 2));
+	float *f = f32 ? (float *)j->bytes : thread_scratch((size_t)n);
+	if (!j->bytes || !f) {
+		free(j->bytes);
+		j->bytes = NULL;
 		j->rc = LOKR_ENOMEM;
 		return;
 	}
-	j->rc = lokr_merge_layer(ms->srv->base, j->layer, ms->set.refs, ms->set.n, ms->delta, f,
+	j->rc = lokr_merge_layer(ms->srv->base, j->layer, ms->set.refs, ms->set.n, j->delta, f,
 	                         &j->err);
 	if (j->rc) {
-		free(f);
+		free(j->bytes);
+		j->bytes = NULL;
 		return;
 	}
-	if (ms->dtype == LOKR_DTYPE_F32) {
-		j->bytes = (uint8_t *)f;
-		j->len = n * 4;
-		return;
-	}
-	j->bytes = malloc((size_t)n * 2);
-	if (!j->bytes) {
-		free(f);
-		j->rc = LOKR_ENOMEM;
-		return;
-	}
-	lokr_encode_f32(ms->dtype, f, (size_t)n, j->bytes);
-	free(f);
-	j->len = n * 2;
+	if (!f32)
+		lokr_encode_f32((lokr_dtype)j->dtype, f, (size_t)n, j->bytes);
+	j->len = n * (f32 ? 4 : 2);
 }
 
 static void job_done(lokrd_task *t)
 {
 	merge_job *j = (merge_job *)t;
 	merge_stream *ms = j->ms;
-	slot *sl = &ms->slots[j->k % 2];
+	slot *sl = &ms->slots[j->k % NSLOTS];
 	if (t->cancelled && !j->rc && !j->bytes)
 		j->rc = LOKR_EIO;
+	lokrd_blob *blob = NULL;
+	if (!j->rc && j->bytes) {
+		blob = lokrd_blob_new(j->bytes, j->len);
+		j->bytes = NULL;
+		if (!blob)
+			j->rc = LOKR_ENOMEM;
+		else if (ms->key && ms->srv->merge_cache)
+			lokrd_merge_cache_put(ms->srv->merge_cache, ms->key, ms->key_len, j->layer,
+			                      blob);
+	}
 	if (!ms->closed && sl->k == j->k && sl->state == SLOT_COMPUTING) {
 		if (j->rc) {
 			sl->state = SLOT_FAILED;
@@ -134,27 +192,39 @@ static void job_done(lokrd_task *t)
 			          j->err.msg[0] ? j->err.msg : lokr_strerror(j->rc));
 		} else {
 			sl->state = SLOT_READY;
-			sl->bytes = j->bytes;
-			sl->len = j->len;
-			j->bytes = NULL;
+			sl->blob = blob;
+			blob = NULL;
 		}
 		if (ms->waiting) {
 			ms->waiting = 0;
 			lokrd_req_resume_stream(ms->req);
 		}
 	}
+	lokrd_blob_unref(blob);
 	free(j->bytes);
 	free(j);
 	ms_unref(ms);
 }
 
-/* Make sure tensors cur and cur+1 are computed or being computed. */
+/* Make sure tensors cur .. cur + NSLOTS - 1 are ready (from the merge
+ * cache) or being computed. */
 static void ensure_jobs(merge_stream *ms)
 {
-	for (size_t k = ms->cur; k < ms->cur + 2 && k < ms->nlayers; k++) {
-		slot *sl = &ms->slots[k % 2];
+	for (size_t k = ms->cur; k < ms->cur + NSLOTS && k < ms->nlayers; k++) {
+		slot *sl = &ms->slots[k % NSLOTS];
 		if (sl->state != SLOT_EMPTY)
 			continue;
+		size_t layer = ms->layers[ms->layout.order[k]];
+		lokrd_blob *hit =
+		    ms->key && ms->srv->merge_cache
+		        ? lokrd_merge_cache_get(ms->srv->merge_cache, ms->key, ms->key_len, layer)
+		        : NULL;
+		if (hit) {
+			sl->state = SLOT_READY;
+			sl->k = k;
+			sl->blob = hit;
+			continue;
+		}
 		merge_job *j = calloc(1, sizeof *j);
 		if (!j) {
 			sl->state = SLOT_FAILED;
@@ -166,7 +236,9 @@ static void ensure_jobs(merge_stream *ms)
 		j->task.batch_key = -1;
 		j->ms = ms;
 		j->k = k;
-		j->layer = ms->layers[ms->layout.order[k]];
+		j->layer = layer;
+		j->dtype = (int)ms->dtype;
+		j->delta = ms->delta;
 		sl->state = SLOT_COMPUTING;
 		sl->k = k;
 		ms->refs++;
@@ -192,10 +264,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 	/* Advance past tensors already sent. */
 	while (ms->cur < ms->nlayers &&
 	       pos >= ms->cur_start + ms->layout.nbytes[ms->layout.order[ms->cur]]) {
-		slot *done = &ms->slots[ms->cur % 2];
+		slot *done = &ms->slots[ms->cur % NSLOTS];
 		ms->cur_start += ms->layout.nbytes[ms->layout.order[ms->cur]];
 		if (done->k == ms->cur && done->state != SLOT_COMPUTING) {
-			free(done->bytes);
+			lokrd_blob_unref(done->blob);
 			memset(done, 0, sizeof *done);
 		}
 		ms->cur++;
@@ -203,13 +275,13 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 	if (ms->cur >= ms->nlayers)
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	ensure_jobs(ms);
-	slot *sl = &ms->slots[ms->cur % 2];
+	slot *sl = &ms->slots[ms->cur % NSLOTS];
 	if (sl->k == ms->cur && sl->state == SLOT_READY) {
 		uint64_t off = pos - ms->cur_start;
-		size_t n = (size_t)(sl->len - off);
+		size_t n = (size_t)(sl->blob->len - off);
 		if (n > max)
 			n = max;
-		memcpy(buf, sl->bytes + off, n);
+		memcpy(buf, sl->blob->bytes + off, n);
 		return (ssize_t)n;
 	}
 	if (sl->k == ms->cur && sl->state == SLOT_FAILED)
@@ -292,6 +364,10 @@ static void start_stream(merge_stream *ms)
 	}
 	ms->have_layout = 1;
 	ms->cur_start = ms->layout.header_len;
+	if (!s->merge_cache && s->opt->merge_cache_bytes)
+		s->merge_cache = lokrd_merge_cache_new(s->opt->merge_cache_bytes, &s->metrics);
+	if (s->merge_cache) /* no key (out of memory): merge without the cache */
+		ms->key = lokrd_merge_key_prefix(&ms->set, (int)ms->dtype, ms->delta, &ms->key_len);
 	if (!lokrd_admit(r, 1))
 		return;
 	ms->admitted = 1;

@@ -41,6 +41,8 @@ typedef struct lokrd_server {
 	uv_timer_t watchdog; /* WATCHDOG=1 pings when systemd asks */
 	uint64_t drain_deadline_ns;
 	uint64_t drain_close_ns; /* after the deadline: close what is left */
+	/* merged tensors of /v1/merge (merge_cache.c); NULL until the first merge */
+	struct lokrd_merge_cache *merge_cache;
 } lokrd_server;
 
 #endif

@@ -1,0 +1,7 @@
+#!/bin/sh
+# make check entry: runs tests/integration/test_merge_cache.py against the built lokrd.
+# Debian's python3 (/usr/bin) is preferred (python3-numpy lives there).  Exit
+# 77 (skip) only when no python3 exists at all.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3) || exit 77
+exec "$PY" "${top_srcdir:-.}/tests/integration/test_merge_cache.py"
