@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "merge_cache.h"
 #include "route_impl.h"
 #include "tenant.h"
 
@@ -487,6 +488,7 @@ void lokrd_route_adapter_delete(lokrd_req *r)
 		lokrd_log(LOKRD_LOG_WARN, "fsync of the adapter directory: %s", strerror(errno));
 	lokrd_registry_unlock(r->reg, r->id);
 	lokrd_registry_forget(r->reg, r->id);
+	lokrd_merge_cache_drop_adapter(r->srv->merge_cache, r->id);
 	lokrd_log(LOKRD_LOG_INFO, "deleted adapter %s", r->id);
 	struct MHD_Response *resp =
 	    MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -699,6 +701,7 @@ static void put_done(lokrd_task *t)
 		lokrd_ver *v = lokrd_ver_new(r->id, ps->adapter, &ps->ident);
 		ps->adapter = NULL;
 		lokrd_registry_install(r->reg, v); /* steals our reference */
+		lokrd_merge_cache_drop_adapter(r->srv->merge_cache, r->id);
 		lokrd_log(LOKRD_LOG_INFO, "%s adapter %s (%lld bytes, %lld layers)",
 		          ps->status == 201 ? "created" : "replaced", r->id,
 		          (long long)ps->ident.size, (long long)v->summary.layers);
