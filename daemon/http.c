@@ -71,7 +71,15 @@ void lokrd_http_pump(lokrd_server *s)
 	h->in_run = 1;
 	do {
 		h->again = 0;
+		/* At max_connections MHD takes the listening socket out of its
+		 * epoll set and puts it back on a later run; if connections
+		 * closed in this run, run again so a waiting client is accepted
+		 * now instead of at the next unrelated event (the stall was found
+		 * by tests/integration/test_limits.py). */
+		unsigned before = lokrd_http_connections(s);
 		MHD_run(h->d);
+		if (lokrd_http_connections(s) < before)
+			MHD_run(h->d);
 	} while (h->again);
 	h->in_run = 0;
 	MHD_UNSIGNED_LONG_LONG ms;

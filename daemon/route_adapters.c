@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -571,6 +572,9 @@ void lokrd_route_adapter_put_begin(lokrd_req *r)
 		put_io_error(r, errno, "creating the upload file");
 		return;
 	}
+	/* Held while the upload lives: a temp file nobody holds was left by a
+	 * killed process and is removed at start-up (lokrd_tenants_start). */
+	flock(ps->fd, LOCK_EX | LOCK_NB);
 	ps->tmp_exists = 1;
 }
 

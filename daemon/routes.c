@@ -308,8 +308,9 @@ static int authorize(lokrd_req *r)
 	return 0;
 }
 
-/* A bounded work queue: routes that put tasks on the compute pool are
- * refused while it holds max_queue tasks.  0, or -1 after answering 503. */
+/* A bounded work queue: requests of routes that put tasks on the compute
+ * pool are refused while it holds max_queue tasks.  0, or -1 after
+ * answering 503. */
 static int queue_full(lokrd_req *r)
 {
 	int uses_pool = r->route == LOKRD_ROUTE_APPLY || r->route == LOKRD_ROUTE_MERGE ||
@@ -328,7 +329,7 @@ static int queue_full(lokrd_req *r)
 
 void lokrd_routes_begin(lokrd_req *r)
 {
-	if (match(r) || authorize(r) || queue_full(r))
+	if (match(r) || authorize(r))
 		return;
 	const lokrd_options *o = r->srv->opt;
 	int is_put = r->route == LOKRD_ROUTE_ADAPTER && !strcmp(r->method, "PUT");
@@ -413,6 +414,10 @@ void lokrd_routes_dispatch(lokrd_req *r)
 		lokrd_req_error(r, 503, "not_ready", "the base model is still loading");
 		return;
 	}
+	/* After the body, so every client reads the 503 (an answer queued
+	 * before the body makes MHD close while the client still sends). */
+	if (queue_full(r))
+		return;
 	switch (r->route) {
 	case LOKRD_ROUTE_HEALTHZ:
 		route_healthz(r);

@@ -24,7 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "log.h"
@@ -329,8 +332,37 @@ int lokrd_tenants_check_listen(const lokrd_options *o)
 	return -1;
 }
 
+/* Upload temp files (".put-*.tmp") that no process holds locked were left
+ * by a process killed during a PUT: remove them.  A live upload, of this
+ * or another lokrd sharing the directory, holds its flock. */
+static void remove_stale_uploads(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (strncmp(de->d_name, ".put-", 5) || len < 9 ||
+		    strcmp(de->d_name + len - 4, ".tmp"))
+			continue;
+		int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd(d), de->d_name, 0) == 0)
+			n++;
+		close(fd);
+	}
+	closedir(d);
+	if (n)
+		lokrd_log(LOKRD_LOG_INFO,
+		          "removed %d upload files left by an interrupted PUT in %s", n, dir);
+}
+
 static void tenant_start(lokrd_server *s, lokrd_tenant *t, lokrd_cache_group *g)
 {
+	remove_stale_uploads(t->dir);
 	lokrd_bucket_init(&t->bucket, t->quota.rps, t->quota.burst);
 	pthread_mutex_init(&t->put_mu, NULL);
 	t->started = 1;
