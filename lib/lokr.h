@@ -353,7 +353,9 @@ LOKR_API int lokr_merge_layer(const lokr_base *base, size_t layer, const lokr_ad
 
 /* Adapted linear layer: y (rows x out) = x (rows x in) W'^T + bias, without
  * building an (out x in) matrix for LoKr/LoRA (factored, cheaper order
- * chosen from the shapes); LoHa materializes per call.  */
+ * chosen from the shapes); LoHa uses the dW its plan cached at load.  One
+ * request through the batch executor below (lokr_exec_linear); a temporary
+ * workspace is made per call.  NaN/Inf in x: LOKR_EINVAL. */
 LOKR_API int lokr_apply_linear(const lokr_base *base, size_t layer, const lokr_adapter_ref *set,
                                size_t nset, const float *x, int64_t rows, float *y,
                                lokr_error *err);
