@@ -1,9 +1,19 @@
 /*
  * compute.c - the worker side of apply requests (compute.h).
  *
- * Runs on pool threads only: reads the immutable base and adapters, writes
+ * Runs on pool threads: reads the immutable base and adapters, writes
  * only into its own jobs.  Each worker thread keeps one lokr_exec
  * workspace (thread-specific, freed when the thread exits).
+ *
+ * The one exception is lokrd_compute_run_inline: an apply of at most
+ * LOKRD_INLINE_MACS (2^18) multiply-adds, e.g. 1 x 320 x 320, runs on the
+ * loop thread when the pool has nothing queued.  Such a job computes in
+ * about 10 us, less than the two thread hand-offs it would cost (loop ->
+ * worker futex wake, worker -> loop eventfd: 22 % of lokrd's samples under
+ * one connection, tens of us each on a small VM when the client shares the
+ * cores).  The bound keeps the loop's stall below what one hand-off costs;
+ * anything larger, or anything that could batch with queued work, still
+ * goes to the pool (DESIGN.md: the loop never waits on heavy compute).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -218,6 +228,30 @@ static void run_conv(lokrd_server *s, lokrd_apply_job **jobs, size_t n)
 		free(y);
 	}
 	free(done);
+}
+
+int lokrd_compute_inline_ok(lokrd_server *s, const lokrd_apply_job *j)
+{
+	if (j->conv || j->set.n > 4)
+		return 0;
+	const lokr_layer *L = lokr_base_layer_at(s->base, j->layer);
+	uint64_t macs = (uint64_t)j->rows * (uint64_t)L->in * (uint64_t)L->out;
+	if (j->rows <= 0 || macs > LOKRD_INLINE_MACS)
+		return 0;
+	size_t queued, running;
+	lokrd_pool_stats(&s->pool, &queued, &running);
+	return queued == 0;
+}
+
+void lokrd_compute_run_inline(lokrd_server *s, lokrd_apply_job *j)
+{
+	lokrd_task *t = &j->task;
+	t->cancelled = 0;
+	t->batch_size = 1;
+	t->batch_head = 1;
+	t->group_next = NULL;
+	t->enqueued_ns = uv_hrtime();
+	lokrd_compute_batch(s, t, 1);
 }
 
 void lokrd_compute_batch(void *ctx, lokrd_task *head, size_t n)

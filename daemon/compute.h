@@ -43,4 +43,16 @@ typedef struct lokrd_apply_job {
 /* The pool's batch function (ctx is the server). */
 void lokrd_compute_batch(void *ctx, lokrd_task *head, size_t n);
 
+/* True when `j` is small enough to run on the loop thread instead of the
+ * pool: a linear job of at most LOKRD_INLINE_MACS multiply-adds through
+ * the base weight and at most 4 adapters, while no task waits in the pool
+ * (so nothing it could batch with is queued).  Loop thread. */
+#define LOKRD_INLINE_MACS (1 << 18)
+int lokrd_compute_inline_ok(struct lokrd_server *s, const lokrd_apply_job *j);
+
+/* Run `j` now on the calling thread as a batch of one, with the task's
+ * pool fields set as the pool would set them (batch_size 1, not
+ * cancelled); the caller then calls its done callback. */
+void lokrd_compute_run_inline(struct lokrd_server *s, lokrd_apply_job *j);
+
 #endif

@@ -63,7 +63,12 @@ static void on_resolved(void *arg, lokrd_set *set)
 		j->task.run = NULL;
 		j->task.done = job_done;
 		j->task.batch_key = (int64_t)j->layer;
-		lokrd_pool_submit(&j->srv->pool, &j->task);
+		if (lokrd_compute_inline_ok(j->srv, j)) { /* tiny: cheaper than 2 hand-offs */
+			lokrd_compute_run_inline(j->srv, j);
+			job_done(&j->task);
+		} else {
+			lokrd_pool_submit(&j->srv->pool, &j->task);
+		}
 		return;
 	}
 	job_free(j);
