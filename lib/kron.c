@@ -70,13 +70,15 @@ static void gemv_col(int64_t M, int64_t K, float alpha, const float *A, int64_t 
 	            beta == 0.0f ? 1.0f : beta, C, (int)ldc);
 }
 
-/* Narrow products (N <= 4 columns: the m2 = 4 side of unbalanced factors)
- * are where OpenBLAS's small path is slowest (perf: a 320x4 times 4x4
- * product took ~1.5 us; with 8 columns OpenBLAS was faster again, measured
- * on 320x320 and 640x640 batches, so only N <= 4 comes here).  This kernel keeps a whole row of
- * C in one 8-wide register, four rows at a time so four FMA chains run in
- * parallel; B is copied zero-padded to 8 columns first.  Cloned for
- * x86-64-v3 (AVX2+FMA) with a baseline fallback, selected by CPU features. */
+/* Narrow products (N <= 4 columns: the m2 = 4 side of unbalanced factors;
+ * N = 8: the rank-8 side of low-rank factors) are where OpenBLAS's small
+ * path is slowest (perf: a 320x4 times 4x4 product took ~1.5 us).  With 4
+ * or 8 columns a row is one vector and needs no copy; other widths up to 4
+ * are copied zero-padded to 8 columns first (with that copy, 8 columns were
+ * slower than OpenBLAS on 320x320 and 640x640 batches; without it, 1-3 %
+ * faster).  A row of C stays in one register, four rows at a time so four
+ * FMA chains run in parallel.  Cloned for x86-64-v3 (AVX2+FMA) with a
+ * baseline fallback, selected by CPU features (ifunc). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define LOKR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -87,39 +89,50 @@ typedef float v8f __attribute__((vector_size(32)));
 
 #define NARROW_MAX_K 256 /* B padded to K x 8 floats on the stack */
 
+/* C (M x N) = alpha A B + beta C when N is exactly the width of vector type
+ * VT: one vector per row of B and of C, no padding copy, four rows of C at a
+ * time so four FMA chains run in parallel. */
+#define NARROW_EXACT(VT)                                                                           \
+	do {                                                                                       \
+		for (int64_t i = 0; i < M; i += 4) {                                               \
+			const int64_t mi = M - i < 4 ? M - i : 4;                                  \
+			const float *a0 = A + i * lda;                                             \
+			const float *a1 = mi > 1 ? a0 + lda : a0,                                  \
+			            *a2 = mi > 2 ? a0 + 2 * lda : a0;                              \
+			const float *a3 = mi > 3 ? a0 + 3 * lda : a0;                              \
+			VT c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};                                 \
+			for (int64_t k = 0; k < K; k++) {                                          \
+				VT b;                                                              \
+				memcpy(&b, B + k * ldb, sizeof b);                                 \
+				c0 += a0[k] * b;                                                   \
+				c1 += a1[k] * b;                                                   \
+				c2 += a2[k] * b;                                                   \
+				c3 += a3[k] * b;                                                   \
+			}                                                                          \
+			VT cs[4] = {c0, c1, c2, c3};                                               \
+			for (int64_t ii = 0; ii < mi; ii++) {                                      \
+				VT v = alpha * cs[ii], o;                                          \
+				float *c = C + (i + ii) * ldc;                                     \
+				if (beta != 0.0f) {                                                \
+					memcpy(&o, c, sizeof o);                                   \
+					v += o;                                                    \
+				}                                                                  \
+				memcpy(c, &v, sizeof v);                                           \
+			}                                                                          \
+		}                                                                                  \
+	} while (0)
+
 LOKR_CLONES
 static void narrow_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
 	if (N == 4) {
-		/* exactly one 4-wide vector per row of B and C: no padding copy */
 		typedef float v4f __attribute__((vector_size(16)));
-		int64_t i = 0;
-		for (; i < M; i += 4) {
-			const int64_t mi = M - i < 4 ? M - i : 4;
-			const float *a0 = A + i * lda;
-			const float *a1 = mi > 1 ? a0 + lda : a0, *a2 = mi > 2 ? a0 + 2 * lda : a0;
-			const float *a3 = mi > 3 ? a0 + 3 * lda : a0;
-			v4f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-			for (int64_t k = 0; k < K; k++) {
-				v4f b;
-				memcpy(&b, B + k * ldb, sizeof b);
-				c0 += a0[k] * b;
-				c1 += a1[k] * b;
-				c2 += a2[k] * b;
-				c3 += a3[k] * b;
-			}
-			v4f cs[4] = {c0, c1, c2, c3};
-			for (int64_t ii = 0; ii < mi; ii++) {
-				v4f v = alpha * cs[ii], o;
-				float *c = C + (i + ii) * ldc;
-				if (beta != 0.0f) {
-					memcpy(&o, c, sizeof o);
-					v += o;
-				}
-				memcpy(c, &v, sizeof v);
-			}
-		}
+		NARROW_EXACT(v4f);
+		return;
+	}
+	if (N == 8) {
+		NARROW_EXACT(v8f);
 		return;
 	}
 	v8f bp[NARROW_MAX_K];
@@ -198,7 +211,7 @@ void lokr__mm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float *A, i
 			zero_rows(C, M, N, ldc);
 		return;
 	}
-	if (N <= 4 && K <= NARROW_MAX_K && M >= 2) {
+	if (M >= 2 && (N == 8 || (N <= 4 && (N == 4 || K <= NARROW_MAX_K)))) {
 		narrow_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}

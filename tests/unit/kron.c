@@ -50,10 +50,11 @@ static void test_mm_helpers(void **state)
 	/* every route of the helpers: sgemv rows (M == 1, and few rows against
 	 * a big B), sgemv columns (N == 1), the narrow kernel (N <= 4, K <= 256,
 	 * and past it), K = 0, sgemm */
-	const int64_t dims[][3] = {
-	    {1, 37, 19},   {23, 1, 19}, {1, 1, 5},     {7, 9, 11},   {64, 40, 40},  {3, 5, 0},
-	    {1, 300, 320}, {2, 50, 70}, {5, 301, 333}, {8, 64, 129}, {6, 1000, 50}, {9, 7, 3},
-	    {40, 4, 4},    {5, 3, 200}, {2, 1, 7},     {7, 4, 300},  {9, 4, 30},    {5, 2, 9}};
+	const int64_t dims[][3] = {{1, 37, 19},   {23, 1, 19},  {1, 1, 5},     {7, 9, 11},
+	                           {64, 40, 40},  {3, 5, 0},    {1, 300, 320}, {2, 50, 70},
+	                           {5, 301, 333}, {8, 64, 129}, {6, 1000, 50}, {9, 7, 3},
+	                           {40, 4, 4},    {5, 3, 200},  {2, 1, 7},     {7, 4, 300},
+	                           {9, 4, 30},    {5, 2, 9},    {10, 8, 30},   {3, 8, 500}};
 	for (int nt = 0; nt < 2; nt++)
 		for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
 			check_mm(nt, dims[i][0], dims[i][1], dims[i][2], 1.0f, 0.0f);
