@@ -288,11 +288,10 @@ static void run_segment(lokr_exec *ctx, const lokr_layer *layer, const cref *c, 
 {
 	const int64_t in = layer->in, out = layer->out;
 	const size_t ny = (size_t)N * (size_t)out, nx = (size_t)N * (size_t)in;
-	int any_dora = 0, has_out = 0, has_in = 0;
+	int any_dora = 0, has_out = 0;
 	for (size_t i = 0; i < nc; i++) {
 		any_dora |= c[i].m->dora_axis != LOKR_DORA_NONE;
 		has_out |= c[i].m->dora_axis == LOKR_DORA_OUT;
-		has_in |= c[i].m->dora_axis == LOKR_DORA_IN;
 	}
 	/* carve: [B save][T out-DoRA][delta scratch] */
 	float *B = Y;
