@@ -599,6 +599,21 @@ void lokrd_route_adapter_put_body(lokrd_req *r, const char *data, size_t n)
 	}
 }
 
+void lokrd_route_adapter_put_discard(lokrd_req *r)
+{
+	put_state *ps = r->state;
+	if (!ps)
+		return;
+	if (ps->fd >= 0) {
+		close(ps->fd);
+		ps->fd = -1;
+	}
+	if (ps->tmp_exists) {
+		unlink(ps->tmp);
+		ps->tmp_exists = 0;
+	}
+}
+
 static void put_check(put_state *ps);
 
 /* Validate and move into place; on any failure the temp file is removed

@@ -32,5 +32,7 @@ void lokrd_route_adapter_load(lokrd_req *r);
 void lokrd_route_adapter_put_begin(lokrd_req *r);
 void lokrd_route_adapter_put_body(lokrd_req *r, const char *data, size_t n);
 void lokrd_route_adapter_put(lokrd_req *r);
+/* An upload refused midway (413, 429): drop the temp file now. */
+void lokrd_route_adapter_put_discard(lokrd_req *r);
 
 #endif

@@ -383,6 +383,7 @@ void lokrd_routes_body(lokrd_req *r, const char *data, size_t n)
 			lokrd_req_error(r, 413, "body_too_large",
 			                "request body exceeds the limit of %llu bytes",
 			                (unsigned long long)r->srv->opt->max_upload);
+			lokrd_route_adapter_put_discard(r);
 			return;
 		}
 		if (r->tenant && r->tenant->quota.max_disk_bytes &&
@@ -391,6 +392,7 @@ void lokrd_routes_body(lokrd_req *r, const char *data, size_t n)
 			                "the upload exceeds tenant '%s''s disk quota of %llu bytes",
 			                r->tenant->name,
 			                (unsigned long long)r->tenant->quota.max_disk_bytes);
+			lokrd_route_adapter_put_discard(r);
 			return;
 		}
 		lokrd_route_adapter_put_body(r, data, n);
