@@ -332,7 +332,8 @@ def main():
     with open(cfg, "w") as f:
         json.dump({"limits": limits}, f)
     limits["body_chunks"] = 20  # 1.25 MiB chunked > 1M
-    d = L.Lokrd(BASE, adir, extra=["--config", cfg, "--threads", "2"])
+    d = L.Lokrd(BASE, adir, extra=["--config", cfg, "--threads", "2"],
+                contract=L.Contract(), results=res)
     try:
         h = Hostile(d, res, adir)
         nf = files(h, d, res, ck)

@@ -25,13 +25,17 @@ F = L.FIXTURES
 BASE = os.path.join(F, "base.safetensors")
 
 
+CONTRACT = L.Contract()
+
+
 def start(tmp, name, limits, base=BASE, threads=2):
     adir = os.path.join(tmp, name)
     os.makedirs(adir, exist_ok=True)
     cfg = os.path.join(tmp, name + ".json")
     with open(cfg, "w") as f:
         json.dump({"limits": limits}, f)
-    return L.Lokrd(base, adir, extra=["--config", cfg, "--threads", str(threads)])
+    return L.Lokrd(base, adir, extra=["--config", cfg, "--threads", str(threads)],
+                   contract=CONTRACT)
 
 
 def closed(sock, within):

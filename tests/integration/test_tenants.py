@@ -144,7 +144,8 @@ def main():
     secret = os.path.join(adir, "bob", "secret.safetensors")
     shutil.copy(ADAPTER, secret)
     before = filehash(secret)
-    d = L.Lokrd(BASE, adir, extra=["--config", config(tmp), "--threads", "2"])
+    d = L.Lokrd(BASE, adir, extra=["--config", config(tmp), "--threads", "2"],
+                contract=L.Contract(), results=res)
     try:
         run(d, res, ck, adir, secret, before, tmp)
     finally:
