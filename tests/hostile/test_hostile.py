@@ -86,11 +86,11 @@ class Hostile:
 
     def apply_good(self):
         return self.d.post("/v1/apply", {"layer": "mid.proj", "adapters": [{"id": GOOD}],
-                                         "input": L.tensor_json(self.x)}, check=False)
+                                         "input": L.tensor_json(self.x)})
 
     def still_fine(self, what):
         """healthz + the good request, exactly."""
-        h = self.d.get("/healthz", check=False)
+        h = self.d.get("/healthz")
         g = self.apply_good()
         self.after += 1
         ok = h.status == 200 and g.status == 200 and g.json()["output"] == self.ref
@@ -130,7 +130,7 @@ def files(h, d, res, ck):
     for name, src, expect in bad_files():
         data = src if isinstance(src, bytes) else open(src, "rb").read()
         r = d.request("PUT", "/v1/adapters/" + name, body=data,
-                      headers={"Content-Type": "application/octet-stream"}, check=False)
+                      headers={"Content-Type": "application/octet-stream"})
         msg = r.json()["error"]["message"] if r.code else ""
         ck(r.status == 422 and r.code == "adapter_invalid",
            "PUT %s: 422 adapter_invalid (%d %s %s)" % (name, r.status, r.code, msg[:120]))
@@ -138,23 +138,23 @@ def files(h, d, res, ck):
             ck(expect in msg, "PUT %s: message names %s (%s)" % (name, expect, msg[:160]))
         ck(sorted(os.listdir(h.adir)) == [GOOD + ".safetensors"],
            "PUT %s: nothing left in the directory (%s)" % (name, os.listdir(h.adir)))
-        ck(d.get("/v1/adapters/" + name, check=False).status == 404, "PUT %s: id unknown" % name)
+        ck(d.get("/v1/adapters/" + name).status == 404, "PUT %s: id unknown" % name)
         h.still_fine("PUT " + name)
         # dropped into the directory
         path = os.path.join(h.adir, name + ".safetensors")
         with open(path, "wb") as f:
             f.write(data)
-        r1 = d.get("/v1/adapters/" + name, check=False)
-        r2 = d.get("/v1/adapters/" + name, check=False)
+        r1 = d.get("/v1/adapters/" + name)
+        r2 = d.get("/v1/adapters/" + name)
         m1 = r1.json()["error"]["message"] if r1.code else ""
         ck(r1.status == 422 and r1.code == "adapter_invalid" and r2.body == r1.body,
            "dropped %s: 422 adapter_invalid, the same twice (%d %d)" % (name, r1.status, r2.status))
         if expect:
             ck(expect in m1, "dropped %s: message names %s (%s)" % (name, expect, m1[:160]))
         r = d.post("/v1/apply", {"layer": "mid.proj", "adapters": [{"id": GOOD}, {"id": name}],
-                                 "input": L.tensor_json(h.x)}, check=False)
+                                 "input": L.tensor_json(h.x)})
         ck(r.status == 422 and r.code == "adapter_invalid", "apply with dropped %s: 422" % name)
-        lst = d.get("/v1/adapters", check=False)
+        lst = d.get("/v1/adapters")
         ent = [a for a in lst.json()["adapters"] if a["id"] == name] if lst.status == 200 else []
         ck(lst.status == 200 and ent and ent[0].get("error"), "listing marks %s with its error" % name)
         os.unlink(path)

@@ -61,20 +61,20 @@ def sizes(res, tmp):
                              "max_header_bytes": 8192})
     try:
         r = d.post("/v1/apply", {"layer": "mid.proj", "input": {"shape": [1, 64], "data": [0] * 64},
-                                 "pad": "x" * 5000}, check=False)
+                                 "pad": "x" * 5000})
         ck(r.status == 413 and r.code == "body_too_large", "max_json_body: 413 (%d)" % r.status)
         up = open(os.path.join(F, "adapters", "lora.safetensors"), "rb").read()
-        r = d.request("PUT", "/v1/adapters/x", body=up, check=False,
+        r = d.request("PUT", "/v1/adapters/x", body=up,
                       headers={"Content-Type": "application/octet-stream"})
         ck(r.status == 413 and r.code == "body_too_large", "max_upload: 413 (%d)" % r.status)
-        r = d.post("/v1/apply", {"layer": "up.prime", "input": b64rows(1, 128)}, check=False)
+        r = d.post("/v1/apply", {"layer": "up.prime", "input": b64rows(1, 128)})
         ck(r.status == 200, "128 elements allowed (%d)" % r.status)
-        r = d.post("/v1/apply", {"layer": "up.prime", "input": b64rows(2, 128)}, check=False)
+        r = d.post("/v1/apply", {"layer": "up.prime", "input": b64rows(2, 128)})
         ck(r.status == 400 and r.code == "bad_input", "max_elements: 400 bad_input (%d)" % r.status)
-        r = d.post("/v1/apply", {"layer": "mid.odd", "input": b64rows(2, 60)}, check=False)
+        r = d.post("/v1/apply", {"layer": "mid.odd", "input": b64rows(2, 60)})
         ck(r.status == 400 and r.code == "too_large",
            "output over max_elements: 400 too_large (%d %s)" % (r.status, r.code))
-        r = d.post("/v1/apply", {"layer": "down.ff.proj", "input": b64rows(1, 80)}, check=False)
+        r = d.post("/v1/apply", {"layer": "down.ff.proj", "input": b64rows(1, 80)})
         ck(r.status == 400 and r.code == "too_large", "320 outputs > 128: too_large (%d)" % r.status)
         d2 = d.post("/v1/apply", {"layer": "up.shortcut", "input": {"shape": [3, 32, 1, 1], "data": [0] * 96}},
                     check=False)
@@ -87,10 +87,10 @@ def sizes(res, tmp):
         r = d.request("POST", "/v1/apply", body=body, headers={"Content-Type": "application/json"},
                       check=False)
         ck(r.status == 400 and r.code == "too_deep", "max_json_depth: 400 too_deep (%d)" % r.status)
-        r = d.post("/v1/merge", {"adapters": [], "layers": [[[[[[[[["x"]]]]]]]]]}, check=False)
+        r = d.post("/v1/merge", {"adapters": [], "layers": [[[[[[[[["x"]]]]]]]]]})
         ck(r.status == 400 and r.code == "too_deep", "merge body depth: 400 too_deep (%d)" % r.status)
         r = d.post("/v1/apply", {"layer": "mid.proj", "input": {"shape": [1, 64], "data": [0] * 64},
-                                 "adapters": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}, check=False)
+                                 "adapters": [{"id": "a"}, {"id": "b"}, {"id": "c"}]})
         ck(r.status == 400 and r.code == "bad_request", "max_set: 400 (%d)" % r.status)
         s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
@@ -189,7 +189,7 @@ def overload(res, tmp):
 
     def burst(d, n=12):
         with cf.ThreadPoolExecutor(n) as ex:
-            return list(ex.map(lambda _: d.post("/v1/apply", req, check=False, timeout=120), range(n)))
+            return list(ex.map(lambda _: d.post("/v1/apply", req, timeout=120), range(n)))
 
     for name, limits, code in (("inflight", {"max_inflight": 2}, "overloaded"),
                                ("queue", {"max_queue": 1}, "overloaded"),
@@ -205,7 +205,7 @@ def overload(res, tmp):
             time.sleep(0.5)
             ck(d.get("/healthz").status == 200, "%s: healthz after the burst" % name)
             if name != "deadline":
-                r = d.post("/v1/apply", req, check=False, timeout=120)
+                r = d.post("/v1/apply", req, timeout=120)
                 ck(r.status == 200, "%s: a lone request afterwards 200 (%d)" % (name, r.status))
         finally:
             ck(d.stop() == 0, "%s: exit 0" % name)

@@ -104,7 +104,7 @@ class Client:
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
             h.setdefault("Content-Type", "application/json")
-        return self.d.request(method, path, body=body, headers=h, check=False)
+        return self.d.request(method, path, body=body, headers=h)
 
     def apply(self, ids):
         x = np.ones((1, 64), np.float32)
