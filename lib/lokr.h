@@ -39,15 +39,15 @@ extern "C" {
 
 typedef enum lokr_status {
 	LOKR_OK = 0,
-	LOKR_ENOMEM = -1,      /* allocation failed */
-	LOKR_EIO = -2,         /* open/read/write/mmap failed (errno kept in message) */
-	LOKR_EFORMAT = -3,     /* malformed safetensors container */
-	LOKR_EADAPTER = -4,    /* adapter content invalid (keys, shapes, alpha) */
-	LOKR_EMISMATCH = -5,   /* adapter does not fit the base (layer, shapes) */
-	LOKR_EINVAL = -6,      /* bad argument from the caller (shape, dtype, NaN input) */
-	LOKR_ENOTFOUND = -7,   /* no such layer / tensor */
-	LOKR_EUNSUPPORTED = -8,/* valid but not handled (dtype, algorithm, op) */
-	LOKR_ERANGE = -9,      /* a size overflowed or exceeded a limit */
+	LOKR_ENOMEM = -1,       /* allocation failed */
+	LOKR_EIO = -2,          /* open/read/write/mmap failed (errno kept in message) */
+	LOKR_EFORMAT = -3,      /* malformed safetensors container */
+	LOKR_EADAPTER = -4,     /* adapter content invalid (keys, shapes, alpha) */
+	LOKR_EMISMATCH = -5,    /* adapter does not fit the base (layer, shapes) */
+	LOKR_EINVAL = -6,       /* bad argument from the caller (shape, dtype, NaN input) */
+	LOKR_ENOTFOUND = -7,    /* no such layer / tensor */
+	LOKR_EUNSUPPORTED = -8, /* valid but not handled (dtype, algorithm, op) */
+	LOKR_ERANGE = -9,       /* a size overflowed or exceeded a limit */
 } lokr_status;
 
 #define LOKR_ERROR_MAX 512
@@ -95,12 +95,12 @@ typedef struct lokr_st_tensor {
 	const char *name;       /* borrowed, NUL-terminated, valid UTF-8 */
 	const char *dtype_name; /* as in the file, e.g. "F16", "I64" */
 	lokr_dtype dtype;
-	int ndim;               /* 0 for a scalar */
+	int ndim; /* 0 for a scalar */
 	int64_t shape[LOKR_MAX_DIMS];
-	uint64_t nelem;         /* product of shape (1 for a scalar) */
-	uint64_t offset;        /* byte offset in the file */
+	uint64_t nelem;  /* product of shape (1 for a scalar) */
+	uint64_t offset; /* byte offset in the file */
 	uint64_t nbytes;
-	const uint8_t *data;    /* borrowed, NOT aligned: decode, never cast */
+	const uint8_t *data; /* borrowed, NOT aligned: decode, never cast */
 } lokr_st_tensor;
 
 typedef struct lokr_st_file lokr_st_file;
@@ -113,8 +113,8 @@ LOKR_API int lokr_st_open(const char *path, lokr_st_file **out, lokr_error *err)
 /* The same over a caller's buffer, which is borrowed and must outlive the
  * returned object (used for HTTP bodies and fuzzing).  `what` names the
  * source in messages. */
-LOKR_API int lokr_st_open_memory(const void *buf, size_t len, const char *what,
-                                 lokr_st_file **out, lokr_error *err);
+LOKR_API int lokr_st_open_memory(const void *buf, size_t len, const char *what, lokr_st_file **out,
+                                 lokr_error *err);
 LOKR_API void lokr_st_close(lokr_st_file *f);
 
 /* Tensors sorted by name.  Borrowed. */
@@ -142,18 +142,18 @@ typedef struct lokr_st_spec {
 	const char *dtype_name; /* e.g. "F32"; any safetensors dtype string */
 	int ndim;
 	int64_t shape[LOKR_MAX_DIMS];
-	const void *data;       /* encoded bytes, may be NULL when only laying out */
+	const void *data; /* encoded bytes, may be NULL when only laying out */
 } lokr_st_spec;
 
 typedef struct lokr_st_layout {
-	uint8_t *header;     /* new: 8-byte length + padded JSON; free with lokr_st_layout_free */
+	uint8_t *header; /* new: 8-byte length + padded JSON; free with lokr_st_layout_free */
 	size_t header_len;
 	size_t count;
-	size_t *order;       /* new: spec index of the i-th tensor in the data section */
-	uint64_t *offset;    /* new: data offset of spec[i] (indexed like the specs),
-	                      * relative to the data section like data_offsets */
-	uint64_t *nbytes;    /* new: byte size of spec[i] */
-	uint64_t total;      /* header_len + all data */
+	size_t *order;    /* new: spec index of the i-th tensor in the data section */
+	uint64_t *offset; /* new: data offset of spec[i] (indexed like the specs),
+	                   * relative to the data section like data_offsets */
+	uint64_t *nbytes; /* new: byte size of spec[i] */
+	uint64_t total;   /* header_len + all data */
 } lokr_st_layout;
 
 /* metadata: `nmeta` key/value pairs, may be 0. */
@@ -183,16 +183,16 @@ typedef enum lokr_layer_kind {
 
 /* One base layer: tensor NAME.weight of rank 2..5 (bias NAME.bias, optional). */
 typedef struct lokr_layer {
-	const char *name;        /* "down.attn.to_q" (without ".weight") */
+	const char *name; /* "down.attn.to_q" (without ".weight") */
 	lokr_layer_kind kind;
-	int ndim;                /* 2 for linear, 3..5 for conv */
-	int64_t shape[4 + 1];    /* weight shape */
-	int64_t out, in;         /* shape[0], shape[1] */
-	int64_t kk;              /* product of kernel dims; 1 for linear */
-	const float *weight;     /* borrowed, out * in * kk floats, 64-byte aligned */
-	const float *bias;       /* borrowed, `out` floats, or NULL */
-	lokr_dtype src_dtype;    /* dtype of NAME.weight in the source file */
-	double *row_norm2;       /* reserved for caches; may be NULL */
+	int ndim;             /* 2 for linear, 3..5 for conv */
+	int64_t shape[4 + 1]; /* weight shape */
+	int64_t out, in;      /* shape[0], shape[1] */
+	int64_t kk;           /* product of kernel dims; 1 for linear */
+	const float *weight;  /* borrowed, out * in * kk floats, 64-byte aligned */
+	const float *bias;    /* borrowed, `out` floats, or NULL */
+	lokr_dtype src_dtype; /* dtype of NAME.weight in the source file */
+	double *row_norm2;    /* reserved for caches; may be NULL */
 } lokr_layer;
 
 typedef struct lokr_base lokr_base;
@@ -258,8 +258,8 @@ typedef struct lokr_mat {
 
 /* A stored tensor as it was in the file, for inspect. */
 typedef struct lokr_stored {
-	char *key;       /* param name after "<module>." */
-	char *dtype;     /* "F32" ... */
+	char *key;   /* param name after "<module>." */
+	char *dtype; /* "F32" ... */
 	int ndim;
 	int64_t shape[LOKR_MAX_DIMS];
 } lokr_stored;
@@ -267,24 +267,24 @@ typedef struct lokr_stored {
 /* One adapter module = the delta on one base layer.  All factor matrices are
  * decoded to float32 and reshaped to 2-D as documented per field. */
 typedef struct lokr_module {
-	char *name;              /* module name as in the file */
-	size_t layer;            /* index into the base */
+	char *name;   /* module name as in the file */
+	size_t layer; /* index into the base */
 	lokr_algo algo;
-	int64_t out, in, kk;     /* the layer's dims (copied for convenience) */
-	int64_t rank;            /* 0 when no factor is low-rank (LoKr both full) */
-	int tucker;              /* LoKr t2 / LoHa t1,t2 / LoCon lora_mid present */
-	double alpha;            /* stored alpha (NaN when absent) */
+	int64_t out, in, kk; /* the layer's dims (copied for convenience) */
+	int64_t rank;        /* 0 when no factor is low-rank (LoKr both full) */
+	int tucker;          /* LoKr t2 / LoHa t1,t2 / LoCon lora_mid present */
+	double alpha;        /* stored alpha (NaN when absent) */
 	int has_alpha;
-	int alpha_ignored;       /* LoKr both full: s = 1 whatever alpha says */
-	float scale;             /* s, the file's own scale (lycoris-format.md 3.7) */
+	int alpha_ignored; /* LoKr both full: s = 1 whatever alpha says */
+	float scale;       /* s, the file's own scale (lycoris-format.md 3.7) */
 
 	/* LoKr: dW = s * kron(W1, W2flat), W1 (m1 x n1), W2flat (m2 x n2*kk). */
 	int64_t m1, n1, m2, n2;
-	lokr_mat w1;             /* full W1, or NULL data if low-rank */
-	lokr_mat w1_a, w1_b;     /* (m1 x r), (r x n1) */
-	lokr_mat w2;             /* full W2 flat (m2 x n2*kk) */
-	lokr_mat w2_a, w2_b;     /* no Tucker: (m2 x r), (r x n2*kk); Tucker: (r x m2), (r x n2) */
-	lokr_mat t2;             /* Tucker core (r*r x kk): t2[a,b,k] at (a*r+b, k) */
+	lokr_mat w1;         /* full W1, or NULL data if low-rank */
+	lokr_mat w1_a, w1_b; /* (m1 x r), (r x n1) */
+	lokr_mat w2;         /* full W2 flat (m2 x n2*kk) */
+	lokr_mat w2_a, w2_b; /* no Tucker: (m2 x r), (r x n2*kk); Tucker: (r x m2), (r x n2) */
+	lokr_mat t2;         /* Tucker core (r*r x kk): t2[a,b,k] at (a*r+b, k) */
 
 	/* LoHa: dW = s * R1 .* R2.  Plain: R = w_a w_b, hada_w*_a (out x r),
 	 * hada_w*_b (r x in*kk), t NULL.  Tucker (lycoris-format.md 6.1):
@@ -300,24 +300,24 @@ typedef struct lokr_module {
 
 	/* DoRA */
 	lokr_dora_axis dora_axis;
-	float *dora_scale;       /* out or in floats (per axis) or NULL */
-	float *dora_g;           /* cached g = dora_scale / (|W0 + s dW| + 2^-23), same length */
+	float *dora_scale; /* out or in floats (per axis) or NULL */
+	float *dora_g;     /* cached g = dora_scale / (|W0 + s dW| + 2^-23), same length */
 
-	struct lokr_plan *plan;  /* planner's choices and caches (lib/plan.c), or NULL */
+	struct lokr_plan *plan; /* planner's choices and caches (lib/plan.c), or NULL */
 
 	size_t nstored;
-	lokr_stored *stored;     /* the file's tensors of this module, for inspect */
+	lokr_stored *stored; /* the file's tensors of this module, for inspect */
 } lokr_module;
 
 typedef struct lokr_adapter {
 	size_t nmodules;
-	lokr_module *modules;    /* sorted by layer index; at most one per layer */
+	lokr_module *modules; /* sorted by layer index; at most one per layer */
 	size_t nwarnings;
-	char **warnings;         /* e.g. "lycoris_x: no alpha, scale 1" */
+	char **warnings; /* e.g. "lycoris_x: no alpha, scale 1" */
 	size_t nmeta;
 	char **meta_keys, **meta_values;
-	uint64_t resident_bytes; /* memory this adapter holds (factors, caches) */
-	uint64_t param_count;    /* parameters stored */
+	uint64_t resident_bytes;   /* memory this adapter holds (factors, caches) */
+	uint64_t param_count;      /* parameters stored */
 	uint64_t full_param_count; /* parameters of the full deltas it represents */
 } lokr_adapter;
 
@@ -326,8 +326,8 @@ typedef struct lokr_adapter {
  * Computes the per-layer DoRA vectors.  Returns new; the file may be closed
  * afterwards.  LOKR_EADAPTER / LOKR_EMISMATCH with a message naming the
  * module and both shapes. */
-LOKR_API int lokr_adapter_load(const lokr_base *base, const lokr_st_file *file,
-                               lokr_adapter **out, lokr_error *err);
+LOKR_API int lokr_adapter_load(const lokr_base *base, const lokr_st_file *file, lokr_adapter **out,
+                               lokr_error *err);
 LOKR_API void lokr_adapter_free(lokr_adapter *a);
 /* Module of the adapter on layer index `layer`, or NULL.  Borrowed. */
 LOKR_API const lokr_module *lokr_adapter_module_for(const lokr_adapter *a, size_t layer);
