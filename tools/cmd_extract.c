@@ -48,12 +48,10 @@ struct extracted {
 };
 
 struct extract_args {
-	const char *base, *tuned, *out;
+	struct tuned_args t;
+	const char *out;
 	int64_t factor, rank;
 	int unbalanced, full, both;
-	double min_rel;
-	char **globs;
-	size_t nglob;
 };
 
 static int parse(int argc, char **argv, struct extract_args *a)
@@ -62,9 +60,7 @@ static int parse(int argc, char **argv, struct extract_args *a)
 	                                     "--factor", "--rank",  "--layers", "--min-rel-change"};
 	memset(a, 0, sizeof *a);
 	a->factor = -1;
-	a->min_rel = 1e-6;
-	a->globs = calloc((size_t)argc, sizeof *a->globs);
-	if (!a->globs)
+	if (tuned_args_init(&a->t, argc))
 		return 1;
 	int rank_given = 0;
 	for (int i = 1; i < argc; i++) {
@@ -83,36 +79,23 @@ static int parse(int argc, char **argv, struct extract_args *a)
 			a->both = 1;
 			continue;
 		}
-		int m =
-		    tuned_opt(argc, argv, &i, valued, sizeof valued / sizeof valued[0], &flag, &v);
-		if (m == 0) {
-			fprintf(stderr, "lokr %s: unknown argument '%s' (see lokr %s --help)\n",
-			        CMD, arg, CMD);
-			return 2;
-		}
-		if (m < 0) {
-			fprintf(stderr, "lokr %s: %s needs a value\n", CMD, flag);
-			return 2;
-		}
-		if (!strcmp(flag, "--base"))
-			a->base = v;
-		else if (!strcmp(flag, "--tuned"))
-			a->tuned = v;
-		else if (!strcmp(flag, "-o") || !strcmp(flag, "--output"))
+		if ((rc = tuned_args_next(CMD, argc, argv, &i, valued,
+		                          sizeof valued / sizeof valued[0], &flag, &v)))
+			return rc;
+		if (tuned_args_take(&a->t, CMD, flag, v, &rc)) {
+			/* --base, --tuned, --layers, --min-rel-change */
+		} else if (!strcmp(flag, "-o") || !strcmp(flag, "--output")) {
 			a->out = v;
-		else if (!strcmp(flag, "--factor"))
+		} else if (!strcmp(flag, "--factor")) {
 			rc = tuned_parse_i64(CMD, flag, v, &a->factor);
-		else if (!strcmp(flag, "--rank")) {
+		} else {
 			rc = tuned_parse_i64(CMD, flag, v, &a->rank);
 			rank_given = 1;
-		} else if (!strcmp(flag, "--layers"))
-			a->globs[a->nglob++] = (char *)v;
-		else
-			rc = tuned_parse_double(CMD, flag, v, &a->min_rel);
+		}
 		if (rc)
 			return rc;
 	}
-	if (!a->base || !a->tuned || !a->out) {
+	if (!a->t.base || !a->t.tuned || !a->out) {
 		fprintf(stderr,
 		        "lokr %s: --base, --tuned and -o are required (see lokr %s --help)\n", CMD,
 		        CMD);
@@ -135,28 +118,11 @@ static int parse(int argc, char **argv, struct extract_args *a)
 		fprintf(stderr, "lokr %s: --decompose-both needs --rank\n", CMD);
 		return 2;
 	}
-	if (a->min_rel < 0) {
+	if (a->t.min_rel < 0) {
 		fprintf(stderr, "lokr %s: --min-rel-change must be >= 0\n", CMD);
 		return 2;
 	}
 	return 0;
-}
-
-static void fmt_w2(char *buf, size_t len, const lokr_layer *l, const lokr_kron_split *s)
-{
-	int n = snprintf(buf, len, "%lldx%lld", (long long)s->m2, (long long)s->n2);
-	for (int d = 2; d < l->ndim && n > 0 && (size_t)n < len; d++)
-		n += snprintf(buf + n, len - (size_t)n, "x%lld", (long long)l->shape[d]);
-}
-
-static void fmt_shape(char *buf, size_t len, const lokr_layer *l)
-{
-	int n = snprintf(buf, len, "(");
-	for (int d = 0; d < l->ndim && n > 0 && (size_t)n < len; d++)
-		n += snprintf(buf + n, len - (size_t)n, "%s%lld", d ? ", " : "",
-		              (long long)l->shape[d]);
-	if (n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n, ")");
 }
 
 /* Append one tensor spec (F32, data already float). */
@@ -265,45 +231,26 @@ int lokr_cmd_extract(int argc, char **argv)
 	struct extract_args a;
 	int rc = parse(argc, argv, &a);
 	if (rc) {
-		free(a.globs);
+		tuned_args_free(&a.t);
 		return rc < 0 ? 0 : rc;
 	}
 	struct tuned_pair tp;
-	if (tuned_open(&tp, CMD, a.base, a.tuned)) {
-		free(a.globs);
+	if (tuned_open(&tp, CMD, a.t.base, a.t.tuned)) {
+		tuned_args_free(&a.t);
 		return 1;
 	}
 	size_t nl = lokr_base_layer_count(tp.base);
 	struct extracted *ex = calloc(nl, sizeof *ex);
-	size_t nex = 0, nsel = 0, nunchanged = 0;
+	size_t nex = 0, nunchanged = 0;
 	uint64_t work = 0, done = 0, full_params = 0, params = 0;
-	size_t maxel = 0;
-	for (size_t i = 0; i < nl; i++) {
-		const lokr_layer *l = lokr_base_layer_at(tp.base, i);
-		if (!tuned_layer_selected(l->name, a.globs, a.nglob))
-			continue;
-		nsel++;
-		size_t el = (size_t)(l->out * l->in * l->kk);
-		work += el;
-		if (el > maxel)
-			maxel = el;
-	}
-	float *dw = maxel ? malloc(maxel * sizeof *dw) : NULL;
-	if (!ex || (maxel && !dw)) {
+	float *dw = NULL;
+	if (!ex) {
 		fprintf(stderr, "lokr %s: out of memory\n", CMD);
 		rc = 1;
 		goto out;
 	}
-	if (nsel == 0) {
-		fprintf(stderr, "lokr %s: no base layer matches --layers\n", CMD);
-		rc = 1;
+	if ((rc = tuned_prepare(&tp, CMD, &a.t, &work, &dw)))
 		goto out;
-	}
-	size_t extra = tuned_extra_layers(&tp);
-	if (extra)
-		fprintf(stderr,
-		        "lokr %s: note: tuned has %zu layer(s) the base does not; ignored\n", CMD,
-		        extra);
 
 	printf("# lokr extract: factor %lld%s, %s\n", (long long)a.factor,
 	       a.unbalanced ? " unbalanced" : "",
@@ -316,7 +263,7 @@ int lokr_cmd_extract(int argc, char **argv)
 	double res2 = 0, norm2 = 0;
 	for (size_t i = 0; i < nl; i++) {
 		const lokr_layer *l = lokr_base_layer_at(tp.base, i);
-		if (!tuned_layer_selected(l->name, a.globs, a.nglob))
+		if (!tuned_layer_selected(l->name, a.t.globs, a.t.nglob))
 			continue;
 		progress_update(&pr, done, l->name);
 		double relc, dn;
@@ -326,7 +273,7 @@ int lokr_cmd_extract(int argc, char **argv)
 			goto out;
 		}
 		done += (uint64_t)(l->out * l->in * l->kk);
-		if (relc <= a.min_rel) {
+		if (relc <= a.t.min_rel) {
 			nunchanged++;
 			continue;
 		}
@@ -362,9 +309,9 @@ int lokr_cmd_extract(int argc, char **argv)
 		params += e->fit.params;
 		full_params += (uint64_t)(l->out * l->in * l->kk);
 		char shape[64], w1[32], w2[48], rk[16];
-		fmt_shape(shape, sizeof shape, l);
-		snprintf(w1, sizeof w1, "%lldx%lld", (long long)s.m1, (long long)s.n1);
-		fmt_w2(w2, sizeof w2, l, &s);
+		tuned_fmt_shape(shape, sizeof shape, l);
+		tuned_fmt_dims(w1, sizeof w1, s.m1, s.n1, NULL);
+		tuned_fmt_dims(w2, sizeof w2, s.m2, s.n2, l);
 		if (e->fit.rank)
 			snprintf(rk, sizeof rk, "%lld", (long long)e->fit.rank);
 		else
@@ -379,7 +326,7 @@ int lokr_cmd_extract(int argc, char **argv)
 		fprintf(
 		    stderr,
 		    "lokr %s: no layer changed by more than %g (relative); nothing to extract\n",
-		    CMD, a.min_rel);
+		    CMD, a.t.min_rel);
 		rc = 1;
 		goto out;
 	}
@@ -410,6 +357,6 @@ out:
 	free(ex);
 	free(dw);
 	tuned_close(&tp);
-	free(a.globs);
+	tuned_args_free(&a.t);
 	return rc;
 }

@@ -61,12 +61,9 @@ struct layer_report {
 };
 
 struct report_args {
-	const char *base, *tuned;
+	struct tuned_args t;
 	int64_t params; /* 0: default budget */
 	int json;
-	double min_rel;
-	char **globs;
-	size_t nglob;
 };
 
 static int parse(int argc, char **argv, struct report_args *a)
@@ -74,9 +71,7 @@ static int parse(int argc, char **argv, struct report_args *a)
 	static const char *const valued[] = {"--base", "--tuned", "--params", "--layers",
 	                                     "--min-rel-change"};
 	memset(a, 0, sizeof *a);
-	a->min_rel = 1e-6;
-	a->globs = calloc((size_t)argc, sizeof *a->globs);
-	if (!a->globs)
+	if (tuned_args_init(&a->t, argc))
 		return 1;
 	int params_given = 0;
 	for (int i = 1; i < argc; i++) {
@@ -89,32 +84,17 @@ static int parse(int argc, char **argv, struct report_args *a)
 			a->json = 1;
 			continue;
 		}
-		int m =
-		    tuned_opt(argc, argv, &i, valued, sizeof valued / sizeof valued[0], &flag, &v);
-		if (m == 0) {
-			fprintf(stderr, "lokr %s: unknown argument '%s' (see lokr %s --help)\n",
-			        CMD, arg, CMD);
-			return 2;
-		}
-		if (m < 0) {
-			fprintf(stderr, "lokr %s: %s needs a value\n", CMD, flag);
-			return 2;
-		}
-		if (!strcmp(flag, "--base"))
-			a->base = v;
-		else if (!strcmp(flag, "--tuned"))
-			a->tuned = v;
-		else if (!strcmp(flag, "--params")) {
+		if ((rc = tuned_args_next(CMD, argc, argv, &i, valued,
+		                          sizeof valued / sizeof valued[0], &flag, &v)))
+			return rc;
+		if (!tuned_args_take(&a->t, CMD, flag, v, &rc)) { /* --params */
 			rc = tuned_parse_i64(CMD, flag, v, &a->params);
 			params_given = 1;
-		} else if (!strcmp(flag, "--layers"))
-			a->globs[a->nglob++] = (char *)v;
-		else
-			rc = tuned_parse_double(CMD, flag, v, &a->min_rel);
+		}
 		if (rc)
 			return rc;
 	}
-	if (!a->base || !a->tuned) {
+	if (!a->t.base || !a->t.tuned) {
 		fprintf(stderr, "lokr %s: --base and --tuned are required (see lokr %s --help)\n",
 		        CMD, CMD);
 		return 2;
@@ -123,7 +103,7 @@ static int parse(int argc, char **argv, struct report_args *a)
 		fprintf(stderr, "lokr %s: --params must be a positive integer\n", CMD);
 		return 2;
 	}
-	if (a->min_rel < 0) {
+	if (a->t.min_rel < 0) {
 		fprintf(stderr, "lokr %s: --min-rel-change must be >= 0\n", CMD);
 		return 2;
 	}
@@ -200,27 +180,10 @@ static void choice_name(char *buf, size_t len, int c)
 	         choices[c].unbalanced ? " unbal" : "");
 }
 
-static void fmt_dims(char *buf, size_t len, int64_t a, int64_t b, const lokr_layer *l)
-{
-	int n = snprintf(buf, len, "%lldx%lld", (long long)a, (long long)b);
-	for (int d = 2; l && d < l->ndim && n > 0 && (size_t)n < len; d++)
-		n += snprintf(buf + n, len - (size_t)n, "x%lld", (long long)l->shape[d]);
-}
-
-static void fmt_shape(char *buf, size_t len, const lokr_layer *l)
-{
-	int n = snprintf(buf, len, "(");
-	for (int d = 0; d < l->ndim && n > 0 && (size_t)n < len; d++)
-		n += snprintf(buf + n, len - (size_t)n, "%s%lld", d ? ", " : "",
-		              (long long)l->shape[d]);
-	if (n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n, ")");
-}
-
 static void print_layer(const struct layer_report *lr)
 {
 	char shape[64];
-	fmt_shape(shape, sizeof shape, lr->layer);
+	tuned_fmt_shape(shape, sizeof shape, lr->layer);
 	printf("\nlayer %s %s, |dW|/|W0| %.3e, budget %llu parameters\n", lr->layer->name, shape,
 	       lr->rel_change, (unsigned long long)lr->budget);
 	printf("  %-10s %-10s %-14s %5s %10s %12s %12s  %s\n", "factor", "W1", "W2", "rank",
@@ -229,8 +192,8 @@ static void print_layer(const struct layer_report *lr)
 		const struct result *r = &lr->r[c];
 		char name[32], w1[32], w2[48], rk[16];
 		choice_name(name, sizeof name, c);
-		fmt_dims(w1, sizeof w1, r->split.m1, r->split.n1, NULL);
-		fmt_dims(w2, sizeof w2, r->split.m2, r->split.n2, lr->layer);
+		tuned_fmt_dims(w1, sizeof w1, r->split.m1, r->split.n1, NULL);
+		tuned_fmt_dims(w2, sizeof w2, r->split.m2, r->split.n2, lr->layer);
 		if (r->rank)
 			snprintf(rk, sizeof rk, "%lld", (long long)r->rank);
 		else
@@ -275,8 +238,8 @@ static json_t *dims_json(int64_t a, int64_t b, const lokr_layer *l)
 static int print_json(const struct report_args *a, const struct layer_report *lr, size_t n)
 {
 	json_t *root = json_object();
-	json_object_set_new(root, "base", json_string(a->base));
-	json_object_set_new(root, "tuned", json_string(a->tuned));
+	json_object_set_new(root, "base", json_string(a->t.base));
+	json_object_set_new(root, "tuned", json_string(a->t.tuned));
 	json_object_set_new(root, "budget",
 	                    json_string(a->params ? "--params per layer"
 	                                          : "balanced full split at factor -1, per layer"));
@@ -340,7 +303,8 @@ static int print_json(const struct report_args *a, const struct layer_report *lr
 
 static void print_tables(const struct report_args *a, const struct layer_report *lr, size_t n)
 {
-	printf("# lokr factorize-report: %s vs %s, %zu changed layer(s)\n", a->base, a->tuned, n);
+	printf("# lokr factorize-report: %s vs %s, %zu changed layer(s)\n", a->t.base, a->t.tuned,
+	       n);
 	if (a->params)
 		printf("# budget: %lld parameters per layer (--params)\n", (long long)a->params);
 	else
@@ -374,47 +338,30 @@ int lokr_cmd_factorize_report(int argc, char **argv)
 	struct report_args a;
 	int rc = parse(argc, argv, &a);
 	if (rc) {
-		free(a.globs);
+		tuned_args_free(&a.t);
 		return rc < 0 ? 0 : rc;
 	}
 	struct tuned_pair tp;
-	if (tuned_open(&tp, CMD, a.base, a.tuned)) {
-		free(a.globs);
+	if (tuned_open(&tp, CMD, a.t.base, a.t.tuned)) {
+		tuned_args_free(&a.t);
 		return 1;
 	}
-	size_t nl = lokr_base_layer_count(tp.base), n = 0, nsel = 0, maxel = 0;
+	size_t nl = lokr_base_layer_count(tp.base), n = 0;
 	uint64_t work = 0, done = 0;
-	for (size_t i = 0; i < nl; i++) {
-		const lokr_layer *l = lokr_base_layer_at(tp.base, i);
-		if (!tuned_layer_selected(l->name, a.globs, a.nglob))
-			continue;
-		nsel++;
-		size_t el = (size_t)(l->out * l->in * l->kk);
-		work += el;
-		maxel = el > maxel ? el : maxel;
-	}
 	struct layer_report *lr = calloc(nl ? nl : 1, sizeof *lr);
-	float *dw = maxel ? malloc(maxel * sizeof *dw) : NULL;
-	if (!lr || (maxel && !dw)) {
+	float *dw = NULL;
+	if (!lr) {
 		fprintf(stderr, "lokr %s: out of memory\n", CMD);
 		rc = 1;
 		goto out;
 	}
-	if (nsel == 0) {
-		fprintf(stderr, "lokr %s: no base layer matches --layers\n", CMD);
-		rc = 1;
+	if ((rc = tuned_prepare(&tp, CMD, &a.t, &work, &dw)))
 		goto out;
-	}
-	size_t extra = tuned_extra_layers(&tp);
-	if (extra)
-		fprintf(stderr,
-		        "lokr %s: note: tuned has %zu layer(s) the base does not; ignored\n", CMD,
-		        extra);
 	struct progress pr;
 	progress_init(&pr, "factorize-report", work);
 	for (size_t i = 0; i < nl; i++) {
 		const lokr_layer *l = lokr_base_layer_at(tp.base, i);
-		if (!tuned_layer_selected(l->name, a.globs, a.nglob))
+		if (!tuned_layer_selected(l->name, a.t.globs, a.t.nglob))
 			continue;
 		progress_update(&pr, done, l->name);
 		struct layer_report *r = &lr[n];
@@ -424,7 +371,7 @@ int lokr_cmd_factorize_report(int argc, char **argv)
 			goto out;
 		}
 		done += (uint64_t)(l->out * l->in * l->kk);
-		if (r->rel_change <= a.min_rel)
+		if (r->rel_change <= a.t.min_rel)
 			continue;
 		r->layer = l;
 		lokr_error err = {0};
@@ -444,7 +391,7 @@ int lokr_cmd_factorize_report(int argc, char **argv)
 	progress_end(&pr);
 	if (n == 0) {
 		fprintf(stderr, "lokr %s: no layer changed by more than %g (relative)\n", CMD,
-		        a.min_rel);
+		        a.t.min_rel);
 		rc = 1;
 		goto out;
 	}
@@ -456,6 +403,6 @@ out:
 	free(lr);
 	free(dw);
 	tuned_close(&tp);
-	free(a.globs);
+	tuned_args_free(&a.t);
 	return rc;
 }

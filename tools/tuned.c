@@ -198,3 +198,99 @@ char *tuned_module_name(const char *layer)
 		s[8 + i] = layer[i] == '.' ? '_' : layer[i];
 	return s;
 }
+
+int tuned_args_init(struct tuned_args *t, int argc)
+{
+	memset(t, 0, sizeof *t);
+	t->min_rel = 1e-6;
+	t->globs = calloc((size_t)argc, sizeof *t->globs);
+	return t->globs ? 0 : 1;
+}
+
+void tuned_args_free(struct tuned_args *t)
+{
+	free(t->globs);
+	t->globs = NULL;
+}
+
+int tuned_args_next(const char *cmd, int argc, char **argv, int *i, const char *const *flags,
+                    size_t nflags, const char **flag, const char **val)
+{
+	const char *arg = argv[*i];
+	int m = tuned_opt(argc, argv, i, flags, nflags, flag, val);
+	if (m == 0) {
+		fprintf(stderr, "lokr %s: unknown argument '%s' (see lokr %s --help)\n", cmd, arg,
+		        cmd);
+		return 2;
+	}
+	if (m < 0) {
+		fprintf(stderr, "lokr %s: %s needs a value\n", cmd, *flag);
+		return 2;
+	}
+	return 0;
+}
+
+int tuned_args_take(struct tuned_args *t, const char *cmd, const char *flag, const char *val,
+                    int *rc)
+{
+	*rc = 0;
+	if (!strcmp(flag, "--base"))
+		t->base = val;
+	else if (!strcmp(flag, "--tuned"))
+		t->tuned = val;
+	else if (!strcmp(flag, "--layers"))
+		t->globs[t->nglob++] = (char *)val;
+	else if (!strcmp(flag, "--min-rel-change"))
+		*rc = tuned_parse_double(cmd, flag, val, &t->min_rel);
+	else
+		return 0;
+	return 1;
+}
+
+int tuned_prepare(const struct tuned_pair *p, const char *cmd, const struct tuned_args *t,
+                  uint64_t *work, float **dw)
+{
+	size_t nl = lokr_base_layer_count(p->base), nsel = 0, maxel = 0;
+	*work = 0;
+	*dw = NULL;
+	for (size_t i = 0; i < nl; i++) {
+		const lokr_layer *l = lokr_base_layer_at(p->base, i);
+		if (!tuned_layer_selected(l->name, t->globs, t->nglob))
+			continue;
+		nsel++;
+		size_t el = (size_t)(l->out * l->in * l->kk);
+		*work += el;
+		maxel = el > maxel ? el : maxel;
+	}
+	if (maxel && !(*dw = malloc(maxel * sizeof **dw))) {
+		fprintf(stderr, "lokr %s: out of memory\n", cmd);
+		return 1;
+	}
+	if (nsel == 0) {
+		fprintf(stderr, "lokr %s: no base layer matches --layers\n", cmd);
+		return 1;
+	}
+	size_t extra = tuned_extra_layers(p);
+	if (extra)
+		fprintf(stderr,
+		        "lokr %s: note: tuned has %zu layer(s) the base does not; ignored\n", cmd,
+		        extra);
+	return 0;
+}
+
+void tuned_fmt_dims(char *buf, size_t len, int64_t a, int64_t b, const lokr_layer *l)
+{
+	int n = snprintf(buf, len, "%lldx%lld", (long long)a, (long long)b);
+	for (int d = 2; l && d < l->ndim && n > 0 && (size_t)n < len; d++)
+		n += snprintf(buf + n, len - (size_t)n, "x%lld", (long long)l->shape[d]);
+}
+
+void tuned_fmt_shape(char *buf, size_t len, const lokr_layer *l)
+{
+	int n = snprintf(buf, len, "(");
+	for (int d = 0; d < l->ndim && n > 0 && (size_t)n < len; d++)
+		n += snprintf(buf + n, len - (size_t)n, "%s%lld", d ? ", " : "",
+		              (long long)l->shape[d]);
+	if (n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, ")");
+}

@@ -13,6 +13,7 @@
 #define LOKR_TOOLS_TUNED_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lokr.h"
 
@@ -47,6 +48,43 @@ int tuned_parse_double(const char *cmd, const char *flag, const char *s, double 
  * value), 0 when it is none of them, -1 when the value is missing. */
 int tuned_opt(int argc, char **argv, int *i, const char *const *flags, size_t nflags,
               const char **flag, const char **val);
+
+/* The options both commands take: --base, --tuned, --layers (repeatable)
+ * and --min-rel-change.  globs is owned (tuned_args_free), its entries and
+ * the paths are borrowed from argv. */
+struct tuned_args {
+	const char *base, *tuned;
+	double min_rel; /* default 1e-6 */
+	char **globs;
+	size_t nglob;
+};
+
+/* Defaults and room for argc globs.  Returns 0, or 1 on out of memory. */
+int tuned_args_init(struct tuned_args *t, int argc);
+void tuned_args_free(struct tuned_args *t);
+
+/* One valued option at argv[*i] (tuned_opt over `flags`): 0 with *flag and
+ * *val set, or 2 after printing "unknown argument" / "needs a value". */
+int tuned_args_next(const char *cmd, int argc, char **argv, int *i, const char *const *flags,
+                    size_t nflags, const char **flag, const char **val);
+
+/* Take `flag` if it is one of the shared options: 1 when taken (*rc = 0, or
+ * 2 after printing a bad value), 0 when the caller must handle it. */
+int tuned_args_take(struct tuned_args *t, const char *cmd, const char *flag, const char *val,
+                    int *rc);
+
+/* After tuned_open: count the selected layers, allocate *dw for the largest
+ * (new, caller frees; NULL when every selected layer is empty) and set
+ * *work to the sum of their elements (progress).  Prints a note when the
+ * tuned model has layers the base does not.  Returns 0, or 1 after
+ * printing the error (out of memory, no layer matches --layers). */
+int tuned_prepare(const struct tuned_pair *p, const char *cmd, const struct tuned_args *t,
+                  uint64_t *work, float **dw);
+
+/* "AxB" then the layer's kernel dims (l may be NULL): "AxBxKHxKW". */
+void tuned_fmt_dims(char *buf, size_t len, int64_t a, int64_t b, const lokr_layer *l);
+/* The layer's shape as "(out, in, kh, kw)". */
+void tuned_fmt_shape(char *buf, size_t len, const lokr_layer *l);
 
 /* The file's module name: "lycoris_" + name with '.' -> '_' (new string). */
 char *tuned_module_name(const char *layer);
