@@ -15,12 +15,10 @@
  * Limits are small here (4096 elements, 64 rows, 4 adapters, depth 16) so
  * the fuzzer reaches every limit quickly.
  */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "apply_req.h"
 #include "registry.h"
@@ -120,76 +118,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef LOKR_LIBFUZZER
-static int run_file(const char *path)
-{
-	FILE *fp = fopen(path, "rb");
-	if (!fp) {
-		perror(path);
-		return -1;
-	}
-	uint8_t *buf = NULL;
-	size_t len = 0, cap = 0;
-	for (;;) {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 4096;
-			buf = realloc(buf, cap);
-			CHECK(buf);
-		}
-		size_t r = fread(buf + len, 1, cap - len, fp);
-		if (r == 0)
-			break;
-		len += r;
-	}
-	fclose(fp);
-	uint8_t *exact = malloc(len ? len : 1); /* exact size: ASan sees overreads */
-	CHECK(exact);
-	if (len)
-		memcpy(exact, buf, len);
-	free(buf);
-	LLVMFuzzerTestOneInput(exact, len);
-	free(exact);
-	return 0;
-}
+#include "replay_main.h"
 
 int main(int argc, char **argv)
 {
 	const char *def[] = {SRCDIR "/tests/fuzz/corpus/request"};
-	const char **args = (const char **)argv + 1;
-	int nargs = argc - 1;
-	if (nargs == 0) {
-		args = def;
-		nargs = 1;
-	}
-	int files = 0;
-	for (int i = 0; i < nargs; i++) {
-		struct stat st;
-		if (stat(args[i], &st)) {
-			perror(args[i]);
-			return 1;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			if (run_file(args[i]))
-				return 1;
-			files++;
-			continue;
-		}
-		DIR *d = opendir(args[i]);
-		if (!d) {
-			perror(args[i]);
-			return 1;
-		}
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			if (de->d_name[0] == '.')
-				continue;
-			char path[4096];
-			snprintf(path, sizeof path, "%s/%s", args[i], de->d_name);
-			if (run_file(path))
-				return 1;
-			files++;
-		}
-		closedir(d);
-	}
+	int files = replay_args(argc, argv, def, (int)(sizeof def / sizeof def[0]));
+	if (files < 0)
+		return 1;
 	lokr_base_free(base);
 	printf("fuzz_request: replayed %d inputs\n", files);
 	return files > 0 ? 0 : 1;

@@ -18,11 +18,9 @@
  * the directories or files given (default: the seed corpus), so `make check`
  * runs the corpus with the ordinary compiler.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -167,81 +165,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef LOKR_LIBFUZZER
+#include "replay_main.h"
+
 #ifndef SRCDIR
 #define SRCDIR "."
 #endif
 
-static int run_file(const char *path)
-{
-	FILE *fp = fopen(path, "rb");
-	if (!fp) {
-		perror(path);
-		return -1;
-	}
-	uint8_t *buf = NULL;
-	size_t len = 0, cap = 0;
-	for (;;) {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 4096;
-			buf = realloc(buf, cap);
-			CHECK(buf);
-		}
-		size_t r = fread(buf + len, 1, cap - len, fp);
-		if (r == 0)
-			break;
-		len += r;
-	}
-	fclose(fp);
-	/* an exact-size copy, so ASan sees reads past the end */
-	uint8_t *exact = malloc(len ? len : 1);
-	CHECK(exact);
-	if (len)
-		memcpy(exact, buf, len);
-	free(buf);
-	LLVMFuzzerTestOneInput(exact, len);
-	free(exact);
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	const char *def[] = {SRCDIR "/tests/fuzz/corpus/safetensors"};
-	const char **args = (const char **)argv + 1;
-	int nargs = argc - 1;
-	if (nargs == 0) {
-		args = def;
-		nargs = 1;
-	}
-	int files = 0;
-	for (int a = 0; a < nargs; a++) {
-		struct stat st;
-		if (stat(args[a], &st) != 0) {
-			perror(args[a]);
-			return 1;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			if (run_file(args[a]) != 0)
-				return 1;
-			files++;
-			continue;
-		}
-		DIR *d = opendir(args[a]);
-		if (!d) {
-			perror(args[a]);
-			return 1;
-		}
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			if (de->d_name[0] == '.')
-				continue;
-			char path[4096];
-			snprintf(path, sizeof path, "%s/%s", args[a], de->d_name);
-			if (run_file(path) != 0)
-				return 1;
-			files++;
-		}
-		closedir(d);
-	}
+	int files = replay_args(argc, argv, def, (int)(sizeof def / sizeof def[0]));
+	if (files < 0)
+		return 1;
 	printf("fuzz_safetensors: replayed %d inputs\n", files);
 	return files > 0 ? 0 : 1;
 }
