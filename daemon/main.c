@@ -16,7 +16,6 @@
  *   forwards it to every worker.
  */
 #define _GNU_SOURCE
-#include <cblas.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -242,14 +241,35 @@ typedef struct base_task {
 	uint64_t ns;
 } base_task;
 
+static const char *reuse_words(int reused, const lokrd_shm *shm)
+{
+	if (reused == LOKRD_SHM_FDSTORE)
+		return "re-attached from systemd's fd store";
+	if (reused == LOKRD_SHM_NAMED_HIT)
+		return "attached from the existing shm segment (made by another lokrd)";
+	return shm->named ? "loaded into a new shm segment" : "loaded";
+}
+
+/* A fresh memfd goes to systemd's fd store; a named segment replaces it,
+ * so a memfd kept there from an earlier run is dropped. */
+static void note_base_source(int reused, int had_stored_fd, const lokrd_shm *shm)
+{
+	if (shm->named) {
+		if (had_stored_fd >= 0)
+			lokrd_sd_forget_base_fd();
+	} else if (reused != LOKRD_SHM_FDSTORE) {
+		lokrd_sd_store_base_fd(shm->fd);
+	}
+}
+
 static void base_load_run(lokrd_task *t)
 {
 	base_task *bt = (base_task *)t;
 	lokrd_server *s = bt->srv;
 	uint64_t t0 = uv_hrtime();
-	bt->rc =
-	    lokrd_shm_open_base((const char *const *)s->opt->base, s->opt->nbase, bt->stored_fd,
-	                        &s->shm, &s->base, &bt->reused, bt->err, sizeof bt->err);
+	bt->rc = lokrd_shm_open_base((const char *const *)s->opt->base, s->opt->nbase,
+	                             bt->stored_fd, s->opt->shm_name, &s->shm, &s->base,
+	                             &bt->reused, bt->err, sizeof bt->err);
 	bt->ns = uv_hrtime() - t0;
 }
 
@@ -258,9 +278,9 @@ static void base_ready(lokrd_server *s)
 	lokrd_tenants_set_base(s, s->base);
 	s->ready = 1;
 	lokrd_sd_notify("READY=1\nSTATUS=serving");
-	lokrd_log(LOKRD_LOG_INFO, "base attached: %zu layers, %llu bytes in %s (sealed)",
+	lokrd_log(LOKRD_LOG_INFO, "base attached: %zu layers, %llu bytes in %s (%s)",
 	          lokr_base_layer_count(s->base), (unsigned long long)lokr_base_bytes(s->base),
-	          s->shm.name);
+	          s->shm.name, s->shm.named ? "named segment, verified" : "sealed");
 }
 
 static void base_load_done(lokrd_task *t)
@@ -278,16 +298,27 @@ static void base_load_done(lokrd_task *t)
 		begin_shutdown(s, "base failed");
 		return;
 	}
-	lokrd_log(LOKRD_LOG_INFO, "base %s in %.1f ms",
-	          bt->reused ? "re-attached from systemd's fd store" : "loaded",
+	lokrd_log(LOKRD_LOG_INFO, "base %s in %.1f ms", reuse_words(bt->reused, &s->shm),
 	          (double)bt->ns / 1e6);
-	if (!bt->reused)
-		lokrd_sd_store_base_fd(s->shm.fd);
+	note_base_source(bt->reused, bt->stored_fd, &s->shm);
 	free(bt);
 	base_ready(s);
 }
 
 /* ------------------------------------------------------------ serving */
+
+/* Compute threads and OpenBLAS threads for --threads and --parallelism:
+ * exactly one of them is > 1 (reliability.md §4, lokr_threading). */
+static void resolve_threads(const lokrd_options *o, int *workers, int *blas)
+{
+	int n = o->threads > 0 ? o->threads : (int)uv_available_parallelism();
+	if (n > 64)
+		n = 64; /* OpenBLAS buffer table (reliability.md §4) */
+	if (n < 1)
+		n = 1;
+	*workers = o->parallelism == LOKRD_PARALLEL_BLAS ? 1 : n;
+	*blas = o->parallelism == LOKRD_PARALLEL_BLAS ? n : 1;
+}
 
 static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 {
@@ -315,9 +346,8 @@ static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 		snprintf(s.instance, sizeof s.instance, "%s:%d", host, port);
 	}
 	lokrd_metrics_init(&s.metrics);
-	s.threads = o->threads > 0 ? o->threads : (int)uv_available_parallelism();
-	if (s.threads > 64)
-		s.threads = 64; /* OpenBLAS buffer table (reliability.md §4) */
+	int blas_threads;
+	resolve_threads(o, &s.threads, &blas_threads);
 	if (lokrd_pool_start(&s.pool, &loop, s.threads, lokrd_compute_batch, &s)) {
 		lokrd_log(LOKRD_LOG_ERROR, "cannot start %d compute threads", s.threads);
 		return 1;
@@ -350,6 +380,10 @@ static int serve(lokrd_options *o, int listen_fd, int shm_fd, int stored_fd)
 		/* A worker: the supervisor loaded and sealed the base. */
 		char err[1024];
 		s.shm.fd = shm_fd;
+		if (o->shm_name) {
+			s.shm.named = 1;
+			snprintf(s.shm.name, sizeof s.shm.name, "%s", o->shm_name);
+		}
 		if (lokrd_shm_attach(&s.shm, &s.base, err, sizeof err)) {
 			lokrd_log(LOKRD_LOG_ERROR, "%s", err);
 			s.exit_code = 1;
@@ -401,16 +435,16 @@ static int supervise(lokrd_options *o, int listen_fd)
 	char err[1024];
 	uint64_t t0 = uv_hrtime();
 	int reused = 0;
-	if (lokrd_shm_open_base((const char *const *)o->base, o->nbase, lokrd_sd_take_base_fd(),
+	int stored_fd = lokrd_sd_take_base_fd();
+	if (lokrd_shm_open_base((const char *const *)o->base, o->nbase, stored_fd, o->shm_name,
 	                        &shm, &base, &reused, err, sizeof err)) {
 		lokrd_log(LOKRD_LOG_ERROR, "cannot load the base: %s", err);
 		return 1;
 	}
-	if (!reused)
-		lokrd_sd_store_base_fd(shm.fd);
-	lokrd_log(LOKRD_LOG_INFO, "base sealed in %s (%llu bytes) in %.1f ms; starting %d workers",
-	          shm.name, (unsigned long long)shm.len, (double)(uv_hrtime() - t0) / 1e6,
-	          o->workers);
+	note_base_source(reused, stored_fd, &shm);
+	lokrd_log(LOKRD_LOG_INFO, "base %s: %s (%llu bytes) in %.1f ms; starting %d workers",
+	          reuse_words(reused, &shm), shm.name, (unsigned long long)shm.len,
+	          (double)(uv_hrtime() - t0) / 1e6, o->workers);
 	/* The supervisor keeps only the fd: workers map and verify it. */
 	lokr_base_free(base);
 	munmap((void *)shm.map, shm.len);
@@ -494,11 +528,24 @@ static int supervise(lokrd_options *o, int listen_fd)
 
 int main(int argc, char **argv)
 {
-	/* OpenBLAS creates its threads when the library loads, so one BLAS
-	 * thread per compute thread must be set in the environment before
-	 * exec (reliability.md §4): re-exec once if it is not. */
-	if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("LOKRD_REEXEC")) {
-		setenv("OPENBLAS_NUM_THREADS", "1", 1);
+	signal(SIGPIPE, SIG_IGN);
+
+	lokrd_options o;
+	int pr = lokrd_options_parse(&o, argc, argv);
+	if (pr == LOKRD_OPTIONS_EXIT_OK)
+		return 0;
+	/* OpenBLAS creates its threads when the library loads, so the BLAS
+	 * thread count of --parallelism (1 with workers, --threads with blas)
+	 * must be in the environment before exec (reliability.md §4):
+	 * re-exec once if it is not.  The options are parsed again after. */
+	int nworkers = 1, nblas = 1;
+	if (pr == LOKRD_OPTIONS_RUN)
+		resolve_threads(&o, &nworkers, &nblas);
+	char want[16];
+	snprintf(want, sizeof want, "%d", nblas);
+	const char *have = getenv("OPENBLAS_NUM_THREADS");
+	if (pr == LOKRD_OPTIONS_RUN && (!have || strcmp(have, want)) && !getenv("LOKRD_REEXEC")) {
+		setenv("OPENBLAS_NUM_THREADS", want, 1);
 		setenv("LOKRD_REEXEC", "1", 1);
 		/* Exec the resolved path, not /proc/self/exe, so the process keeps
 		 * its name (ps, top, journal show "lokrd", not "exe"). */
@@ -506,18 +553,17 @@ int main(int argc, char **argv)
 		ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 		if (n > 0) {
 			self[n] = '\0';
+			lokrd_options_free(&o);
 			execv(self, argv);
+			/* exec failed: parse again and carry on with the guard below */
+			pr = lokrd_options_parse(&o, argc, argv);
 		}
-		/* exec failed: carry on with the guard below */
 	}
 	unsetenv("LOKRD_REEXEC");
-	openblas_set_num_threads(1);
-	signal(SIGPIPE, SIG_IGN);
-
-	lokrd_options o;
-	int pr = lokrd_options_parse(&o, argc, argv);
-	if (pr == LOKRD_OPTIONS_EXIT_OK)
-		return 0;
+	/* The guard: sets OpenBLAS's count even if the exec failed. */
+	lokr_threading_setup(o.parallelism == LOKRD_PARALLEL_BLAS ? LOKR_THREADING_BLAS
+	                                                          : LOKR_THREADING_WORKERS,
+	                     nworkers > nblas ? nworkers : nblas, NULL, NULL);
 	if (pr == LOKRD_OPTIONS_CHECK) {
 		/* --check-config: what start-up would refuse, without starting. */
 		int bad = lokrd_tenants_check_listen(&o);
@@ -532,6 +578,15 @@ int main(int argc, char **argv)
 	if (getenv("LOKRD_DEBUG"))
 		o.log_level = LOKRD_LOG_DEBUG;
 	lokrd_log_setup(o.log_format, o.log_level);
+	{
+		char blas[512];
+		lokr_blas_describe(blas, sizeof blas);
+		lokrd_log(LOKRD_LOG_INFO,
+		          "parallelism %s: %d compute thread%s x %d OpenBLAS thread%s per process "
+		          "(%s)",
+		          lokrd_parallelism_name(o.parallelism), nworkers, nworkers == 1 ? "" : "s",
+		          nblas, nblas == 1 ? "" : "s", blas);
+	}
 
 	/* Idle keep-alive connections are cheap; let the fd limit allow them. */
 	struct rlimit rl;

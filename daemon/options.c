@@ -224,6 +224,56 @@ static int set_workers(lokrd_options *o, const json_t *v, const char *src)
 	return 0;
 }
 
+/* 0 when `name` is a valid --shm-name: an optional leading "/", then 1..200
+ * of [A-Za-z0-9._-], not only dots (shm_open's rules, kept portable). */
+static int shm_name_valid(const char *name)
+{
+	if (!name)
+		return -1;
+	if (*name == '/')
+		name++;
+	size_t n = strlen(name);
+	if (n == 0 || n > 200 || strspn(name, ".") == n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return -1;
+	}
+	return 0;
+}
+
+static int set_shm_name(lokrd_options *o, const json_t *v, const char *src)
+{
+	(void)src;
+	const char *name = json_string_value(v);
+	if (shm_name_valid(name))
+		return -1;
+	char buf[256];
+	snprintf(buf, sizeof buf, "%s%s", name[0] == '/' ? "" : "/", name);
+	set_str(&o->shm_name, buf);
+	return 0;
+}
+
+const char *lokrd_parallelism_name(lokrd_parallelism p)
+{
+	return p == LOKRD_PARALLEL_BLAS ? "blas" : "workers";
+}
+
+static int set_parallelism(lokrd_options *o, const json_t *v, const char *src)
+{
+	(void)src;
+	const char *s = json_string_value(v);
+	if (s && !strcmp(s, "workers"))
+		o->parallelism = LOKRD_PARALLEL_WORKERS;
+	else if (s && !strcmp(s, "blas"))
+		o->parallelism = LOKRD_PARALLEL_BLAS;
+	else
+		return -1;
+	return 0;
+}
+
 static int set_merge_cache_bytes(lokrd_options *o, const json_t *v, const char *src)
 {
 	(void)src;
@@ -313,6 +363,9 @@ static const config_key config_keys[] = {
     {"listen", "listen", set_listen, "\"HOST:PORT\" (port 0..65535)", 0},
     {"threads", "threads", set_threads, "an integer 0..1024 (0: the CPUs available)", 0},
     {"workers", "workers", set_workers, "an integer 1..256", 0},
+    {"shm_name", "shm-name", set_shm_name,
+     "a shared-memory name: optional \"/\", then 1..200 of [A-Za-z0-9._-]", 0},
+    {"parallelism", "parallelism", set_parallelism, "\"workers\" or \"blas\"", 0},
     {"cache_bytes", "cache-bytes", set_cache_bytes, "a byte count (e.g. 1073741824 or \"1G\")", 1},
     {"merge_cache_bytes", "merge-cache-bytes", set_merge_cache_bytes,
      "a byte count (e.g. 268435456 or \"256M\"; 0 = off)", 1},
@@ -381,7 +434,8 @@ static void usage(FILE *to)
 {
 	fputs("usage: lokrd --base FILE.safetensors [--base MORE.safetensors]\n"
 	      "             --adapters DIR [--listen 127.0.0.1:8080] [--config FILE.json]\n"
-	      "             [--threads N] [--cache-bytes N] [--workers N]\n"
+	      "             [--threads N] [--parallelism workers|blas] [--cache-bytes N]\n"
+	      "             [--workers N] [--shm-name NAME]\n"
 	      "             [--log-format json|text] [--log-level LEVEL]\n"
 	      "             [--drain-timeout SECONDS]\n"
 	      "       lokrd --check-config [--config FILE.json] [options]\n"
@@ -396,10 +450,16 @@ static void usage(FILE *to)
 	      "                     log_level, drain_timeout, limits, tenants, ...); the\n"
 	      "                     command line wins.  SIGHUP re-reads it.\n"
 	      "  --threads N        compute threads per process (default: CPUs available)\n"
+	      "  --parallelism P    workers (default): --threads compute workers, each with\n"
+	      "                     single-threaded OpenBLAS (throughput); blas: one compute\n"
+	      "                     worker, OpenBLAS with --threads threads (latency)\n"
 	      "  --cache-bytes N    adapter cache budget, e.g. 2G (default 2G)\n"
 	      "  --merge-cache-bytes N  merged-tensor cache for repeated /v1/merge, apart\n"
 	      "                     from --cache-bytes (default 256M; 0: off)\n"
 	      "  --workers N        serving processes sharing the base in memory (default 1)\n"
+	      "  --shm-name NAME    keep the base in the POSIX shared-memory segment NAME\n"
+	      "                     (/dev/shm/NAME), shared by every lokrd started with the\n"
+	      "                     same NAME and --base files; default: a private memfd\n"
 	      "  --log-format F     text (default) or json, on stderr\n"
 	      "  --log-level L      debug, info (default), warn or error\n"
 	      "  --drain-timeout S  on SIGTERM, finish requests for at most S seconds\n"
@@ -520,6 +580,7 @@ void lokrd_options_free(lokrd_options *o)
 	free(o->adapters_dir);
 	free(o->listen_host);
 	free(o->config_path);
+	free(o->shm_name);
 	lokrd_tenants_free(o->tenants);
 	memset(o, 0, sizeof *o);
 }
@@ -574,6 +635,10 @@ int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len)
 		note(restart, restart_len, "threads");
 	if (next.workers != live->workers)
 		note(restart, restart_len, "workers");
+	if (str_differs(next.shm_name, live->shm_name))
+		note(restart, restart_len, "shm_name");
+	if (next.parallelism != live->parallelism)
+		note(restart, restart_len, "parallelism");
 	/* Given to MHD at start. */
 	if (next.idle_timeout_s != live->idle_timeout_s ||
 	    next.max_connections != live->max_connections ||
@@ -596,6 +661,8 @@ int lokrd_options_reload(lokrd_options *live, char *restart, size_t restart_len)
 	SWAP(config_path);
 	SWAP(threads);
 	SWAP(workers);
+	SWAP(shm_name);
+	SWAP(parallelism);
 	SWAP(idle_timeout_s);
 	SWAP(max_connections);
 	SWAP(max_connections_per_ip);

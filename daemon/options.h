@@ -18,20 +18,31 @@
 
 #define LOKRD_MAX_BASES 16
 
+/* Who parallelizes compute (reliability.md §4; lokr_threading): never both. */
+typedef enum lokrd_parallelism {
+	LOKRD_PARALLEL_WORKERS = 0, /* --threads compute workers, OpenBLAS single-threaded */
+	LOKRD_PARALLEL_BLAS,        /* one compute worker, OpenBLAS with --threads threads */
+} lokrd_parallelism;
+
+/* "workers" or "blas". */
+const char *lokrd_parallelism_name(lokrd_parallelism p);
+
 typedef struct lokrd_options {
 	char *base[LOKRD_MAX_BASES]; /* owned paths */
 	size_t nbase;
-	char *adapters_dir;          /* owned */
-	char *listen_host;           /* owned; "127.0.0.1" by default */
-	int listen_port;             /* 0 = ephemeral */
-	char *config_path;           /* owned or NULL */
-	int threads;                 /* compute workers; 0 = available parallelism */
-	uint64_t cache_bytes;        /* adapter cache budget, bytes (reloadable) */
-	uint64_t merge_cache_bytes;  /* merged-tensor cache budget, bytes; 0 = off (reloadable) */
-	int workers;                 /* serving processes; 1 = no fork */
-	lokrd_log_format log_format; /* reloadable */
-	lokrd_log_level log_level;   /* least severe level logged (reloadable) */
-	unsigned drain_timeout_s;    /* SIGTERM: bound on finishing requests (reloadable) */
+	char *adapters_dir;            /* owned */
+	char *listen_host;             /* owned; "127.0.0.1" by default */
+	int listen_port;               /* 0 = ephemeral */
+	char *config_path;             /* owned or NULL */
+	int threads;                   /* compute workers; 0 = available parallelism */
+	uint64_t cache_bytes;          /* adapter cache budget, bytes (reloadable) */
+	uint64_t merge_cache_bytes;    /* merged-tensor cache budget, bytes; 0 = off (reloadable) */
+	int workers;                   /* serving processes; 1 = no fork */
+	char *shm_name;                /* owned, "/"-prefixed; NULL: a sealed memfd (default) */
+	lokrd_parallelism parallelism; /* who runs in parallel: workers or OpenBLAS */
+	lokrd_log_format log_format;   /* reloadable */
+	lokrd_log_level log_level;     /* least severe level logged (reloadable) */
+	unsigned drain_timeout_s;      /* SIGTERM: bound on finishing requests (reloadable) */
 
 	/* Limits (the config keys of issue "limits" extend these). */
 	uint64_t max_json_body;  /* bytes of a JSON request body */

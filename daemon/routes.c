@@ -174,8 +174,9 @@ static void route_model(lokrd_req *r)
 		json_array_append_new(sources, json_string(s->opt->base[i]));
 	json_t *o = json_pack("{s:o,s:I,s:I,s:o,s:{s:s,s:s,s:I,s:b},s:s}", "layers", layers,
 	                      "count", (json_int_t)n, "bytes", (json_int_t)lokr_base_bytes(s->base),
-	                      "sources", sources, "shm", "kind", "memfd", "name", s->shm.name,
-	                      "bytes", (json_int_t)s->shm.len, "sealed", 1, "compute_dtype", "f32");
+	                      "sources", sources, "shm", "kind", s->shm.named ? "posix" : "memfd",
+	                      "name", s->shm.name, "bytes", (json_int_t)s->shm.len, "sealed",
+	                      !s->shm.named, "compute_dtype", "f32");
 	lokrd_req_send_json(r, 200, o);
 }
 

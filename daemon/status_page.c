@@ -183,14 +183,16 @@ void lokrd_route_status(lokrd_req *r)
 			                    json_integer(n));
 	}
 	json_t *o = json_pack(
-	    "{s:s,s:s,s:b,s:b,s:I,s:I,s:o,"
+	    "{s:s,s:s,s:b,s:b,s:I,s:I,s:s,s:I,s:o,"
 	    "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
 	    "s:{s:o,s:o},s:o,"
 	    "s:{s:I,s:o},"
 	    "s:{s:I,s:I,s:I},s:I}",
 	    "version", PACKAGE_VERSION, "instance", s->instance, "ready", s->ready, "draining",
 	    s->draining, "uptime_seconds", (json_int_t)((uint64_t)time(NULL) - m->start_time),
-	    "threads", (json_int_t)s->threads, "base", base,
+	    "threads", (json_int_t)s->threads, "parallelism",
+	    lokrd_parallelism_name(s->opt->parallelism), "blas_threads",
+	    (json_int_t)lokr_blas_describe(NULL, 0), "base", base,
 	    /* cache */
 	    "cache", "budget_bytes", (json_int_t)g->cache_budget, "resident_bytes",
 	    (json_int_t)g->resident_bytes, "resident_adapters", (json_int_t)g->resident_adapters,
