@@ -96,6 +96,12 @@ LOKR_HIDDEN uint64_t lokr__plan_bytes(const struct lokr_plan *plan);
 LOKR_HIDDEN int lokr__st_dtype_lookup(const char *s, size_t len, const char **canon, unsigned *bits,
                                       lokr_dtype *dt);
 
+/* lib/safetensors.c: strict UTF-8 check (no overlongs, no surrogates,
+ * <= U+10FFFF) of `len` bytes; the offset of the first bad byte, or len if
+ * all is well.  The reader checks the header with it, the writer
+ * (lib/st_write.c) the names and metadata it is asked to write. */
+LOKR_HIDDEN size_t lokr__utf8_bad_at(const uint8_t *s, size_t len);
+
 /* lib/base.c: the base blob's checksum over `len` bytes (len % 32 == 0),
  * the checksum field taken as zero (exposed for tests and benchmarks). */
 LOKR_HIDDEN uint64_t lokr__blob_checksum(const void *blob, uint64_t len);

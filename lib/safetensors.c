@@ -38,9 +38,8 @@ struct lokr_st_file {
 	char *strings; /* arena: tensor names, metadata keys and values */
 };
 
-/* Strict UTF-8 check (no overlongs, no surrogates, <= U+10FFFF).  Returns
- * the offset of the first bad byte, or len if all is well. */
-static size_t utf8_bad_at(const uint8_t *s, size_t len)
+/* Strict UTF-8 check (internal.h). */
+size_t lokr__utf8_bad_at(const uint8_t *s, size_t len)
 {
 	size_t i = 0;
 	while (i < len) {
@@ -356,7 +355,7 @@ static int open_buffer(const uint8_t *buf, uint64_t len, const char *what, lokr_
 		                  "%s: header length %llu runs past the end of the %llu-byte file",
 		                  what, (unsigned long long)n, (unsigned long long)len);
 	const uint8_t *hdr = buf + 8;
-	size_t bad = utf8_bad_at(hdr, (size_t)n);
+	size_t bad = lokr__utf8_bad_at(hdr, (size_t)n);
 	if (bad != n)
 		return lokr__fail(
 		    err, LOKR_EFORMAT,

@@ -93,35 +93,12 @@ static void put_json_string(struct out *o, const char *s)
 	put(o, "\"", 1);
 }
 
-/* Same strict check as the reader's, on a NUL-terminated string. */
+/* The reader's strict UTF-8 check (lokr__utf8_bad_at), on a NUL-terminated
+ * string. */
 static int utf8_ok(const char *str)
 {
-	const unsigned char *s = (const unsigned char *)str;
-	while (*s) {
-		unsigned c = *s, need;
-		uint32_t cp, min;
-		if (c < 0x80) {
-			s++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			need = 1, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			need = 2, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			need = 3, cp = c & 0x07, min = 0x10000;
-		} else {
-			return 0;
-		}
-		for (unsigned k = 1; k <= need; k++) {
-			if ((s[k] & 0xc0) != 0x80) /* also stops at the NUL */
-				return 0;
-			cp = cp << 6 | (s[k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		s += need + 1;
-	}
-	return 1;
+	size_t len = strlen(str);
+	return lokr__utf8_bad_at((const uint8_t *)str, len) == len;
 }
 
 /* Sort context: qsort has no user pointer, so sort an array of these. */
