@@ -24,39 +24,10 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "adapter_ver.h"
 #include "lokr.h"
 #include "metrics.h"
 #include "pool.h"
-
-#define LOKRD_ID_MAX 128
-
-/* True if `id` matches [A-Za-z0-9][A-Za-z0-9._-]{0,127}. */
-int lokrd_id_valid(const char *id);
-
-/* Identity of an adapter file: any change means a new version. */
-typedef struct lokrd_file_ident {
-	dev_t dev;
-	ino_t ino;
-	off_t size;
-	int64_t mtime_ns;
-} lokrd_file_ident;
-
-/* Summary shown by GET /v1/adapters (known from a load or a header scan). */
-typedef struct lokrd_summary {
-	char algos[32]; /* "lokr,loha" */
-	int dora;
-	int64_t layers;
-} lokrd_summary;
-
-/* One loaded, validated adapter version.  Immutable except `refs`. */
-typedef struct lokrd_ver {
-	int refs;              /* loop thread only */
-	lokr_adapter *adapter; /* owned */
-	char id[LOKRD_ID_MAX + 1];
-	lokrd_file_ident ident;
-	uint64_t resident_bytes;
-	lokrd_summary summary;
-} lokrd_ver;
 
 typedef struct lokrd_registry lokrd_registry;
 
@@ -83,9 +54,6 @@ void lokrd_registry_set_base(lokrd_registry *r, const lokr_base *base);
  * load is needed (returns 0). */
 int lokrd_registry_get(lokrd_registry *r, const char *id, lokrd_lookup_cb cb, void *arg);
 
-void lokrd_ver_ref(lokrd_ver *v);
-void lokrd_ver_unref(lokrd_ver *v);
-
 /* Pin state of `id` (creates the entry if needed). */
 void lokrd_registry_pin(lokrd_registry *r, const char *id, int pinned);
 /* Residency of `id`: resident (a version in the cache) and pinned. */
@@ -99,9 +67,6 @@ void lokrd_registry_unlock(lokrd_registry *r, const char *id);
 void lokrd_registry_install(lokrd_registry *r, lokrd_ver *v);
 /* Forget `id` after its file was deleted; in-flight versions live on. */
 void lokrd_registry_forget(lokrd_registry *r, const char *id);
-
-/* A new version for `adapter` (steals it) with refs = 1. */
-lokrd_ver *lokrd_ver_new(const char *id, lokr_adapter *adapter, const lokrd_file_ident *ident);
 
 /* Tenants (tenant.c): registries that share one cache budget (a group) and
  * each may have a hard quota of resident bytes; an adapter larger than the
@@ -119,18 +84,6 @@ uint64_t lokrd_registry_quota(const lokrd_registry *r);
 /* Path of DIR/<id>.safetensors into buf; -1 if too long. */
 int lokrd_registry_path(const lokrd_registry *r, const char *id, char *buf, size_t len);
 const char *lokrd_registry_dir(const lokrd_registry *r);
-
-/* Load and validate the file at `path` against `base` (any thread).  On
- * success *adapter is new and *ident the identity of what was read.
- * Returns 0, or the HTTP status (404, 422, 500) with a message. */
-unsigned lokrd_adapter_read(const lokr_base *base, const char *path, lokr_adapter **adapter,
-                            lokrd_file_ident *ident, char *msg, size_t msglen);
-
-/* Summary of a loaded adapter. */
-void lokrd_summary_of(const lokr_adapter *a, lokrd_summary *s);
-/* Summary from a file's header alone (no validation; any thread).  Returns
- * 0, or -1 with a message. */
-int lokrd_summary_scan(const char *path, lokrd_summary *s, char *msg, size_t msglen);
 
 /* Cache figures for /metrics and /v1/adapters. */
 typedef struct lokrd_registry_stats {
@@ -160,8 +113,4 @@ void lokrd_registry_rescan(lokrd_registry *r, unsigned *removed, unsigned *chang
 void lokrd_registry_foreach_resident(lokrd_registry *r,
                                      void (*cb)(void *arg, const char *id, uint64_t bytes),
                                      void *arg);
-
-int lokrd_file_ident_eq(const lokrd_file_ident *a, const lokrd_file_ident *b);
-void lokrd_file_ident_of(const struct stat *st, lokrd_file_ident *id);
-
 #endif
