@@ -16,24 +16,8 @@
 
 #include "internal.h"
 
-static uint64_t rng_state = 0xa4093822299f31d0ull;
-
-static float frand(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static float *vec_rand(size_t n)
-{
-	float *v = malloc(n * sizeof(float));
-	assert_non_null(v);
-	for (size_t e = 0; e < n; e++)
-		v[e] = frand();
-	return v;
-}
+#define TESTUTIL_SEED 0xa4093822299f31d0ull
+#include "testutil.h"
 
 typedef struct fixture {
 	lokr_base *base;
@@ -49,8 +33,8 @@ static int setup(void **state)
 	if (!f || fd < 0)
 		return -1;
 	close(fd);
-	float *wc = vec_rand(8 * 6 * 9), *bc = vec_rand(8), *wc2 = vec_rand(5 * 3 * 2 * 3);
-	float *wl = vec_rand(4 * 4);
+	float *wc = vec_frand(8 * 6 * 9), *bc = vec_frand(8), *wc2 = vec_frand(5 * 3 * 2 * 3);
+	float *wl = vec_frand(4 * 4);
 	lokr_st_spec specs[] = {
 	    {"conv.weight", "F32", 4, {8, 6, 3, 3}, wc},
 	    {"conv.bias", "F32", 1, {8}, bc},
@@ -136,7 +120,7 @@ static void check_conv(const fixture *f, size_t layer, const lokr_adapter_ref *s
 	assert_int_equal(ho, expect_ho);
 	assert_int_equal(wo, expect_wo);
 	size_t nin = (size_t)(batch * L->in * h * w), nout = (size_t)(batch * L->out * ho * wo);
-	float *x = vec_rand(nin), *y = malloc(nout * sizeof(float));
+	float *x = vec_frand(nin), *y = malloc(nout * sizeof(float));
 	assert_non_null(y);
 	for (size_t e = 0; e < nout; e++)
 		y[e] = NAN;
@@ -229,7 +213,7 @@ static void test_with_adapter(void **state)
 	int64_t h = 7, w = 7, ho, wo;
 	assert_int_equal(lokr_conv2d_out_size(L, &p, h, w, &ho, &wo), LOKR_OK);
 	size_t nin = (size_t)(L->in * h * w), nout = (size_t)(L->out * ho * wo);
-	float *x = vec_rand(nin), *y0 = malloc(nout * 4), *y1 = malloc(nout * 4);
+	float *x = vec_frand(nin), *y0 = malloc(nout * 4), *y1 = malloc(nout * 4);
 	assert_non_null(y0);
 	assert_non_null(y1);
 	assert_int_equal(lokr_apply_conv2d(f->base, f->conv, NULL, 0, &p, x, 1, h, w, y0, NULL),

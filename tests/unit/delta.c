@@ -15,50 +15,10 @@
 
 #include "internal.h"
 
+#define TESTUTIL_SEED 0x9e3779b97f4a7c15ull
+#include "testutil.h"
+
 /* ------------------------------------------------------------- helpers */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static float frand(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static lokr_mat mat_rand(int64_t rows, int64_t cols)
-{
-	lokr_mat x = {rows, cols, malloc((size_t)(rows * cols) * sizeof(float))};
-	assert_non_null(x.data);
-	for (int64_t e = 0; e < rows * cols; e++)
-		x.data[e] = frand();
-	return x;
-}
-
-static void module_free(lokr_module *m)
-{
-	lokr_mat *all[] = {&m->w1,        &m->w1_a,      &m->w1_b,      &m->w2,
-	                   &m->w2_a,      &m->w2_b,      &m->t2,        &m->hada_w1_a,
-	                   &m->hada_w1_b, &m->hada_w2_a, &m->hada_w2_b, &m->hada_t1,
-	                   &m->hada_t2,   &m->up,        &m->down,      &m->mid};
-	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-		free(all[i]->data);
-	memset(m, 0, sizeof *m);
-}
-
-static double rel_err(const float *got, const double *exp, size_t n)
-{
-	double num = 0, den = 0;
-	for (size_t e = 0; e < n; e++) {
-		double d = fabs((double)got[e] - exp[e]);
-		if (!(d <= num)) /* NaN propagates */
-			num = d;
-		if (fabs(exp[e]) > den)
-			den = fabs(exp[e]);
-	}
-	return den > 0 ? num / den : num;
-}
 
 /* Naive C = A B, A (n x r), B (r x p), in double. */
 static double *ref_matmul(const lokr_mat *a, const lokr_mat *b)

@@ -15,43 +15,8 @@
 
 #include "internal.h"
 
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-
-static float frand(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static float *vec_rand(size_t n, float lo, float hi)
-{
-	float *v = malloc(n * sizeof(float));
-	assert_non_null(v);
-	for (size_t e = 0; e < n; e++)
-		v[e] = lo + (hi - lo) * (frand() + 1.0f) / 2.0f;
-	return v;
-}
-
-static lokr_mat mat_rand(int64_t rows, int64_t cols)
-{
-	lokr_mat x = {rows, cols, vec_rand((size_t)(rows * cols), -1.0f, 1.0f)};
-	return x;
-}
-
-static void module_free(lokr_module *m)
-{
-	lokr_mat *all[] = {&m->w1,        &m->w1_a,      &m->w1_b,      &m->w2,
-	                   &m->w2_a,      &m->w2_b,      &m->t2,        &m->hada_w1_a,
-	                   &m->hada_w1_b, &m->hada_w2_a, &m->hada_w2_b, &m->hada_t1,
-	                   &m->hada_t2,   &m->up,        &m->down,      &m->mid};
-	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-		free(all[i]->data);
-	free(m->dora_scale);
-	free(m->dora_g);
-	memset(m, 0, sizeof *m);
-}
+#define TESTUTIL_SEED 0x243f6a8885a308d3ull
+#include "testutil.h"
 
 static void layer_make(lokr_layer *l, const lokr_module *m)
 {

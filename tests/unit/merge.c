@@ -18,30 +18,8 @@
 
 #include "internal.h"
 
-static uint64_t rng_state = 0x13198a2e03707344ull;
-
-static float frand(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
-
-static float *vec_rand(size_t n, float lo, float hi)
-{
-	float *v = malloc(n * sizeof(float));
-	assert_non_null(v);
-	for (size_t e = 0; e < n; e++)
-		v[e] = lo + (hi - lo) * (frand() + 1.0f) / 2.0f;
-	return v;
-}
-
-static lokr_mat mat_rand(int64_t rows, int64_t cols)
-{
-	lokr_mat x = {rows, cols, vec_rand((size_t)(rows * cols), -1.0f, 1.0f)};
-	return x;
-}
+#define TESTUTIL_SEED 0x13198a2e03707344ull
+#include "testutil.h"
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -213,19 +191,6 @@ static double *ref_merge(const lokr_layer *L, const lokr_adapter_ref *set, size_
 			acc[e] += L->weight[e];
 	free(d);
 	return acc;
-}
-
-static double rel_err(const float *got, const double *exp, size_t n)
-{
-	double num = 0, den = 0;
-	for (size_t e = 0; e < n; e++) {
-		double d = fabs((double)got[e] - exp[e]);
-		if (!(d <= num))
-			num = d;
-		if (fabs(exp[e]) > den)
-			den = fabs(exp[e]);
-	}
-	return den > 0 ? num / den : num;
 }
 
 static size_t layer_elems(const lokr_layer *L)
