@@ -460,6 +460,17 @@ void lokrd_route_adapter_load(lokrd_req *r)
 
 /* ------------------------------------------------------------ delete */
 
+/* Take r->id for a writer (PUT, DELETE).  Returns 0, or -1 after answering
+ * 409 when another writer holds it. */
+static int writer_lock(lokrd_req *r)
+{
+	if (lokrd_registry_lock(r->reg, r->id))
+		return 0;
+	lokrd_req_error(r, 409, "conflict", "adapter '%s' is being written by another request",
+	                r->id);
+	return -1;
+}
+
 void lokrd_route_adapter_delete(lokrd_req *r)
 {
 	char path[PATH_MAX];
@@ -468,11 +479,8 @@ void lokrd_route_adapter_delete(lokrd_req *r)
 		lokrd_req_error(r, 400, "bad_adapter_id", "adapter id too long for the directory");
 		return;
 	}
-	if (!lokrd_registry_lock(r->reg, r->id)) {
-		lokrd_req_error(r, 409, "conflict",
-		                "adapter '%s' is being written by another request", r->id);
+	if (writer_lock(r))
 		return;
-	}
 	if (unlink(path)) {
 		int e = errno;
 		lokrd_registry_unlock(r->reg, r->id);
@@ -561,11 +569,8 @@ void lokrd_route_adapter_put_begin(lokrd_req *r)
 		lokrd_req_error(r, 400, "bad_adapter_id", "adapter id too long for the directory");
 		return;
 	}
-	if (!lokrd_registry_lock(r->reg, r->id)) {
-		lokrd_req_error(r, 409, "conflict",
-		                "adapter '%s' is being written by another request", r->id);
+	if (writer_lock(r))
 		return;
-	}
 	ps->locked = 1;
 	ps->fd = open(ps->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (ps->fd < 0) {
