@@ -280,6 +280,30 @@ class Lokrd:
         return rc
 
 
+def read_response(s):
+    """Read one HTTP/1.x response from socket s (Content-Length bodies) and
+    close it; return (status or 0, header text, body bytes)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.[01] (\d+)", head)
+    status = int(m.group(1)) if m else 0
+    cl = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    if cl:
+        n = int(cl.group(1))
+        while len(body) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    s.close()
+    return status, head.decode(errors="replace"), body
+
+
 # ------------------------------------------------------------------ tensors
 
 def st_read(data):

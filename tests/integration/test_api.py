@@ -32,29 +32,7 @@ def raw_request(port, data, read=True, timeout=10):
     s.sendall(data)
     if not read:
         return s
-    return read_response(s)
-
-
-def read_response(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    m = re.match(rb"HTTP/1\.[01] (\d+)", head)
-    status = int(m.group(1)) if m else 0
-    cl = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    if cl:
-        n = int(cl.group(1))
-        while len(body) < n:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    s.close()
-    return status, head.decode(errors="replace"), body
+    return L.read_response(s)
 
 
 def main():
@@ -498,7 +476,7 @@ def run(d, res, ck, adir, base, rng, tmp):
     err(d.request("DELETE", "/v1/adapters/slow"), 409, "conflict", "DELETE during PUT")
     ck(d.get("/healthz").status == 200, "healthz while a PUT uploads")
     s1.sendall(src[100:])
-    st, _, body = read_response(s1)
+    st, _, body = L.read_response(s1)
     ck(st == 201, "slow PUT completes: %d %s" % (st, body[:100]))
     ck(d.request("DELETE", "/v1/adapters/slow").status == 204, "delete slow")
 
@@ -584,7 +562,7 @@ def run(d, res, ck, adir, base, rng, tmp):
         refused = True
     ck(refused, "no new connections while draining")
     s1.sendall(src[64:])
-    st, _, body = read_response(s1)
+    st, _, body = L.read_response(s1)
     ck(st == 201, "request received before SIGTERM completes: %d" % st)
     try:
         rc = d.proc.wait(30)

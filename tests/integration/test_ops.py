@@ -171,7 +171,7 @@ def sighup(res, contract, tmp):
            % (m.group(0) if m else d.logtext()[mark:]))
 
         inflight.sendall(body[len(body) // 2:])
-        status, _, rbody = read_response(inflight)
+        status, _, rbody = L.read_response(inflight)
         ck(status == 200, "request in flight across SIGHUP: %d" % status)
         if status == 200:
             got = L.tensor_from_json(json.loads(rbody)["output"])
@@ -225,26 +225,6 @@ def sighup(res, contract, tmp):
         keep.close()
     finally:
         ck(d.stop() == 0, "SIGHUP daemon exit 0")
-
-
-def read_response(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    m = re.match(rb"HTTP/1\.[01] (\d+)", head)
-    cl = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    if cl:
-        while len(body) < int(cl.group(1)):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    s.close()
-    return (int(m.group(1)) if m else 0), head, body
 
 
 # ------------------------------------------------------------------ SIGTERM
