@@ -88,38 +88,6 @@ static double *ref_lokr(const lokr_module *m)
 	return d;
 }
 
-/* Build a LoKr module.  w1r / w2r: 0 = full, > 0 = low-rank of that rank;
- * tucker: W2 as Tucker with rank w2r (needs kk > 1 in spirit, any kk works). */
-static void make_lokr(lokr_module *m, int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t kk,
-                      int64_t w1r, int64_t w2r, int tucker, float scale)
-{
-	memset(m, 0, sizeof *m);
-	m->algo = LOKR_ALGO_LOKR;
-	m->m1 = m1, m->n1 = n1, m->m2 = m2, m->n2 = n2, m->kk = kk;
-	m->out = m1 * m2, m->in = n1 * n2;
-	m->scale = scale;
-	if (w1r) {
-		m->w1_a = mat_rand(m1, w1r);
-		m->w1_b = mat_rand(w1r, n1);
-		m->rank = w1r;
-	} else {
-		m->w1 = mat_rand(m1, n1);
-	}
-	if (tucker) {
-		m->t2 = mat_rand(w2r * w2r, kk);
-		m->w2_a = mat_rand(w2r, m2);
-		m->w2_b = mat_rand(w2r, n2);
-		m->tucker = 1;
-		m->rank = w2r;
-	} else if (w2r) {
-		m->w2_a = mat_rand(m2, w2r);
-		m->w2_b = mat_rand(w2r, n2 * kk);
-		m->rank = w2r;
-	} else {
-		m->w2 = mat_rand(m2, n2 * kk);
-	}
-}
-
 static const char *algo_label(lokr_algo a)
 {
 	return a == LOKR_ALGO_LOKR ? "lokr" : a == LOKR_ALGO_LOHA ? "loha" : "lora";
@@ -288,28 +256,6 @@ static void test_lokr_enomem(void **state)
 
 /* --------------------------------------------------------------- LoHa */
 
-static void make_loha(lokr_module *m, int64_t out, int64_t in, int64_t kk, int64_t r1, int64_t r2,
-                      int tucker, float scale)
-{
-	memset(m, 0, sizeof *m);
-	m->algo = LOKR_ALGO_LOHA;
-	m->out = out, m->in = in, m->kk = kk, m->scale = scale, m->rank = r1;
-	if (tucker) {
-		m->tucker = 1;
-		m->hada_w1_a = mat_rand(r1, out);
-		m->hada_w1_b = mat_rand(r1, in);
-		m->hada_t1 = mat_rand(r1 * r1, kk);
-		m->hada_w2_a = mat_rand(r2, out);
-		m->hada_w2_b = mat_rand(r2, in);
-		m->hada_t2 = mat_rand(r2 * r2, kk);
-	} else {
-		m->hada_w1_a = mat_rand(out, r1);
-		m->hada_w1_b = mat_rand(r1, in * kk);
-		m->hada_w2_a = mat_rand(out, r2);
-		m->hada_w2_b = mat_rand(r2, in * kk);
-	}
-}
-
 static double *ref_loha(const lokr_module *m)
 {
 	double *r1, *r2;
@@ -380,22 +326,6 @@ static void test_loha_bad_shapes(void **state)
 }
 
 /* --------------------------------------------------------------- LoRA */
-
-static void make_lora(lokr_module *m, int64_t out, int64_t in, int64_t kk, int64_t r, int tucker,
-                      float scale)
-{
-	memset(m, 0, sizeof *m);
-	m->algo = LOKR_ALGO_LORA;
-	m->out = out, m->in = in, m->kk = kk, m->scale = scale, m->rank = r;
-	m->up = mat_rand(out, r);
-	if (tucker) {
-		m->tucker = 1;
-		m->mid = mat_rand(r * r, kk);
-		m->down = mat_rand(r, in);
-	} else {
-		m->down = mat_rand(r, in * kk);
-	}
-}
 
 static double *ref_lora(const lokr_module *m)
 {

@@ -27,72 +27,6 @@ static void layer_make(lokr_layer *l, const lokr_module *m)
 	l->weight = vec_rand((size_t)(m->out * m->in * m->kk), -1.0f, 1.0f);
 }
 
-static void make_lokr(lokr_module *m, int64_t m1, int64_t n1, int64_t m2, int64_t n2, int64_t kk,
-                      int64_t w1r, int64_t w2r, int tucker, float scale)
-{
-	memset(m, 0, sizeof *m);
-	m->name = "lycoris_test";
-	m->algo = LOKR_ALGO_LOKR;
-	m->m1 = m1, m->n1 = n1, m->m2 = m2, m->n2 = n2, m->kk = kk;
-	m->out = m1 * m2, m->in = n1 * n2;
-	m->scale = scale;
-	if (w1r) {
-		m->w1_a = mat_rand(m1, w1r);
-		m->w1_b = mat_rand(w1r, n1);
-	} else {
-		m->w1 = mat_rand(m1, n1);
-	}
-	if (tucker) {
-		m->t2 = mat_rand(w2r * w2r, kk);
-		m->w2_a = mat_rand(w2r, m2);
-		m->w2_b = mat_rand(w2r, n2);
-		m->tucker = 1;
-	} else if (w2r) {
-		m->w2_a = mat_rand(m2, w2r);
-		m->w2_b = mat_rand(w2r, n2 * kk);
-	} else {
-		m->w2 = mat_rand(m2, n2 * kk);
-	}
-}
-
-static void make_lora(lokr_module *m, int64_t out, int64_t in, int64_t kk, int64_t r, int tucker,
-                      float scale)
-{
-	memset(m, 0, sizeof *m);
-	m->name = "lora_test";
-	m->algo = LOKR_ALGO_LORA;
-	m->out = out, m->in = in, m->kk = kk, m->scale = scale, m->rank = r;
-	m->up = mat_rand(out, r);
-	if (tucker) {
-		m->mid = mat_rand(r * r, kk);
-		m->down = mat_rand(r, in);
-	} else {
-		m->down = mat_rand(r, in * kk);
-	}
-}
-
-static void make_loha(lokr_module *m, int64_t out, int64_t in, int64_t kk, int64_t r, int tucker,
-                      float scale)
-{
-	memset(m, 0, sizeof *m);
-	m->name = "loha_test";
-	m->algo = LOKR_ALGO_LOHA;
-	m->out = out, m->in = in, m->kk = kk, m->scale = scale, m->rank = r;
-	if (tucker) {
-		m->hada_w1_a = mat_rand(r, out);
-		m->hada_w1_b = mat_rand(r, in);
-		m->hada_t1 = mat_rand(r * r, kk);
-		m->hada_w2_a = mat_rand(r, out);
-		m->hada_w2_b = mat_rand(r, in);
-		m->hada_t2 = mat_rand(r * r, kk);
-	} else {
-		m->hada_w1_a = mat_rand(out, r);
-		m->hada_w1_b = mat_rand(r, in * kk);
-		m->hada_w2_a = mat_rand(out, r);
-		m->hada_w2_b = mat_rand(r, in * kk);
-	}
-}
-
 /* Dense reference: g = dora_scale / (|W0 + s dW| + 2^-23) in double. */
 static double *ref_g(const lokr_layer *l, const lokr_module *m)
 {
@@ -223,11 +157,11 @@ static void test_loha(void **state)
 {
 	(void)state;
 	lokr_module m;
-	make_loha(&m, 48, 32, 9, 4, 0, 0.5f);
+	make_loha(&m, 48, 32, 9, 4, 4, 0, 0.5f);
 	check_dora(&m, LOKR_DORA_OUT);
 	check_dora(&m, LOKR_DORA_IN);
 	module_free(&m);
-	make_loha(&m, 48, 32, 9, 3, 1, 1.0f);
+	make_loha(&m, 48, 32, 9, 3, 3, 1, 1.0f);
 	check_dora(&m, LOKR_DORA_OUT);
 	check_dora(&m, LOKR_DORA_IN);
 	module_free(&m);

@@ -136,19 +136,6 @@ static void ta_dora(test_adapter *t, const lokr_layer *L, lokr_dora_axis axis)
 	assert_int_equal(lokr__dora_vector(L, &t->m, t->m.dora_g, NULL), LOKR_OK);
 }
 
-static void ta_free(test_adapter *t)
-{
-	lokr_module *m = &t->m;
-	lokr_mat *all[] = {&m->w1,        &m->w1_a,      &m->w1_b,      &m->w2,
-	                   &m->w2_a,      &m->w2_b,      &m->t2,        &m->hada_w1_a,
-	                   &m->hada_w1_b, &m->hada_w2_a, &m->hada_w2_b, &m->hada_t1,
-	                   &m->hada_t2,   &m->up,        &m->down,      &m->mid};
-	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-		free(all[i]->data);
-	free(m->dora_scale);
-	free(m->dora_g);
-}
-
 /* ------------------------------------------------------------ reference */
 
 /* W' (or W' - W0) in double. */
@@ -233,13 +220,13 @@ static void test_lambda_sweep_plain(void **state)
 		check_merge(f, f->lin, &ref, 1, 0, 1e-6);
 		check_merge(f, f->lin, &ref, 1, 1, 1e-6);
 	}
-	ta_free(&t);
+	module_free(&t.m);
 	ta_lokr(&t, f->L_conv, f->conv, 6, 4, 3, 1.5f);
 	for (size_t i = 0; i < 5; i++) {
 		lokr_adapter_ref ref = {&t.a, lambdas[i]};
 		check_merge(f, f->conv, &ref, 1, 0, 1e-6);
 	}
-	ta_free(&t);
+	module_free(&t.m);
 }
 
 static void test_lambda_sweep_dora(void **state)
@@ -254,14 +241,14 @@ static void test_lambda_sweep_dora(void **state)
 			check_merge(f, f->lin, &ref, 1, 0, 1e-6);
 			check_merge(f, f->lin, &ref, 1, 1, 1e-5);
 		}
-		ta_free(&t);
+		module_free(&t.m);
 		ta_lora(&t, f->L_conv, f->conv, 4, 1.0f);
 		ta_dora(&t, f->L_conv, (lokr_dora_axis)axis);
 		for (size_t i = 0; i < 5; i++) {
 			lokr_adapter_ref ref = {&t.a, lambdas[i]};
 			check_merge(f, f->conv, &ref, 1, 0, 1e-6);
 		}
-		ta_free(&t);
+		module_free(&t.m);
 	}
 }
 
@@ -286,8 +273,8 @@ static void test_untouched_is_bit_identical(void **state)
 	for (size_t e = 0; e < n; e++)
 		assert_true(got[e] == 0.0f);
 	free(got);
-	ta_free(&t);
-	ta_free(&other);
+	module_free(&t.m);
+	module_free(&other.m);
 }
 
 /* Three adapters of different kinds on one layer: every order gives the same
@@ -330,7 +317,7 @@ static void test_several_adapters_any_order(void **state)
 	free(first);
 	free(got);
 	for (int k = 0; k < 3; k++)
-		ta_free(&t[k]);
+		module_free(&t[k].m);
 }
 
 /* A module whose DoRA vector was not cached is handled the same way. */
@@ -352,7 +339,7 @@ static void test_dora_uncached(void **state)
 	assert_memory_equal(a, b, n * sizeof(float));
 	free(a);
 	free(b);
-	ta_free(&t);
+	module_free(&t.m);
 }
 
 /* The LoKr fast path (one pass, no scratch) against the general path's
@@ -403,7 +390,7 @@ static void test_fast_path_bit_identical(void **state)
 	}
 	for (int i = 0; i < 2; i++) {
 		free(d[i]);
-		ta_free(&t[i]);
+		module_free(&t[i].m);
 	}
 	free(exp);
 	free(got);
@@ -444,7 +431,7 @@ static void test_errors(void **state)
 			break;
 	}
 	free(dst);
-	ta_free(&t);
+	module_free(&t.m);
 }
 
 int main(void)
