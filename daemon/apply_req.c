@@ -51,6 +51,91 @@ static int conv_param(lokrd_perr *e, const json_t *o, const char *name, int64_t 
 	return 0;
 }
 
+/* jansson lexes a string byte by byte (about 10 ns a byte): for a 1 x 320
+ * b64 request that was a fifth of lokrd's CPU time (perf, wrk -c1).  When the
+ * body has exactly one "b64" key whose value is plain base64 (and no
+ * backslash anywhere, so every string is what it looks like), the value is
+ * cut out of a copy of the body and put back into the parsed tree as is.
+ * Returns the copy (with *lo, *n the value's offset and length in `body`),
+ * or NULL when the body does not qualify. */
+#define B64_LIFT_MIN 64
+
+static int b64_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '+' || c == '/' || c == '=';
+}
+
+static char *b64_lift(const char *body, size_t len, size_t *lo, size_t *n, size_t *copy_len)
+{
+	if (len < B64_LIFT_MIN || memchr(body, '\\', len))
+		return NULL;
+	size_t val = 0, vlen = 0;
+	int found = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (body[i] != '"')
+			continue;
+		const char *q = memchr(body + i + 1, '"', len - i - 1);
+		if (!q)
+			return NULL;
+		size_t end = (size_t)(q - body); /* closing quote */
+		size_t k = end + 1;
+		while (k < len &&
+		       (body[k] == ' ' || body[k] == '\t' || body[k] == '\n' || body[k] == '\r'))
+			k++;
+		if (end - i - 1 == 3 && !memcmp(body + i + 1, "b64", 3) && k < len &&
+		    body[k] == ':') {
+			if (found++)
+				return NULL; /* two "b64" keys: leave it all to jansson */
+			k++;
+			while (k < len && (body[k] == ' ' || body[k] == '\t' || body[k] == '\n' ||
+			                   body[k] == '\r'))
+				k++;
+			if (k >= len || body[k] != '"')
+				return NULL;
+			size_t v = k + 1, w = v;
+			while (w < len && b64_char((unsigned char)body[w]))
+				w++;
+			if (w >= len || body[w] != '"' || w - v < B64_LIFT_MIN)
+				return NULL;
+			val = v;
+			vlen = w - v;
+			end = w;
+		}
+		i = end;
+	}
+	if (!found)
+		return NULL;
+	char *c = malloc(len - vlen);
+	if (!c)
+		return NULL;
+	memcpy(c, body, val);
+	memcpy(c + val, body + val + vlen, len - val - vlen);
+	*lo = val;
+	*n = vlen;
+	*copy_len = len - vlen;
+	return c;
+}
+
+/* jansson's tree of the body, as json_loadb(body, len, JSON_REJECT_DUPLICATES)
+ * gives it (same tree, same errors), taking the b64 shortcut when it can. */
+static json_t *load_body(const char *body, size_t len, json_error_t *je)
+{
+	size_t lo, n, clen;
+	char *c = b64_lift(body, len, &lo, &n, &clen);
+	if (c) {
+		json_t *o = json_loadb(c, clen, JSON_REJECT_DUPLICATES, je);
+		free(c);
+		/* The only "b64" key: it is input's when input.b64 is "" here. */
+		json_t *s = o ? json_object_get(json_object_get(o, "input"), "b64") : NULL;
+		if (s && json_is_string(s) && json_string_length(s) == 0 &&
+		    !json_string_setn_nocheck(s, body + lo, n))
+			return o;
+		json_decref(o); /* elsewhere, an error, or out of memory: the plain way */
+	}
+	return json_loadb(body, len, JSON_REJECT_DUPLICATES, je);
+}
+
 /* Parse and validate the body into `j` (any thread: reads only the
  * immutable base and options).  0, or -1 with the answer in *e. */
 int lokrd_apply_decode(const lokr_base *base, const lokrd_apply_limits *lim, const char *body,
@@ -65,7 +150,7 @@ int lokrd_apply_decode(const lokr_base *base, const lokrd_apply_limits *lim, con
 		return fail(e, 400, "too_deep", "the JSON body nests deeper than %d levels",
 		            lim->max_depth);
 	json_error_t je;
-	json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	json_t *o = load_body(body, len, &je);
 	if (!o)
 		return fail(e, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line,
 		            je.column, je.text);
