@@ -229,11 +229,22 @@ class Lokrd:
             try:
                 r = self.request("GET", "/readyz", check=False)
                 if r.status == 200:
+                    self._wait_log("base attached:", deadline)
                     return
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError("lokrd not ready:\n" + self.logtext())
+
+    def _wait_log(self, needle, deadline):
+        """The log is drained by a thread: readiness can be seen before the
+        start-up lines (logged just before and after READY) are read.  Wait
+        for them so tests that read the log see it settled."""
+        limit = min(deadline, time.time() + 5)
+        while needle not in self.logtext() and time.time() < limit:
+            if self.proc.poll() is not None:
+                return
+            time.sleep(0.01)
 
     def connect(self, timeout=60):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
