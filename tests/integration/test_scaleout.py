@@ -104,6 +104,14 @@ def loaded_ids(d):
     return set(re.findall(r"loaded adapter (\S+):", d.logtext()))
 
 
+def wait_loaded(d, aid, timeout=5.0):
+    """The log is read by a thread and the load line may trail the answer."""
+    deadline = time.time() + timeout
+    while aid not in loaded_ids(d) and time.time() < deadline:
+        time.sleep(0.02)
+    return aid in loaded_ids(d)
+
+
 def main():
     nginx = find_nginx()
     if not nginx:
@@ -164,6 +172,9 @@ def main():
             home[aid] = next(iter(seen))
         used = set(home.values())
         ck(len(used) >= 2, "the adapters are spread over the replicas: %s" % sorted(used))
+        for aid in ids:
+            if home[aid] in by_inst:
+                wait_loaded(by_inst[home[aid]], aid)
         loads = {inst: loaded_ids(d) for inst, d in by_inst.items()}
         for aid in ids:
             where = [inst for inst, s in loads.items() if aid in s]
@@ -191,7 +202,7 @@ def main():
                "%s now served by one other replica: %s" % (aid, seen))
             new_home[aid] = next(iter(seen))
             inst = new_home[aid]
-            ck(inst in by_inst and aid in loaded_ids(by_inst[inst]),
+            ck(inst in by_inst and wait_loaded(by_inst[inst], aid),
                "%s loaded on demand by %s" % (aid, inst))
         for aid in stay:
             r = apply_via(proxy, aid, x)
