@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef TESTUTIL_SEED
 #error "define TESTUTIL_SEED before including testutil.h"
@@ -161,6 +162,30 @@ static inline double rel_err(const float *got, const double *exp, size_t n)
 			den = fabs(exp[e]);
 	}
 	return den > 0 ? num / den : num;
+}
+
+/* A base model made of `specs` (each with data): written to a temp file,
+ * loaded with lokr_base_load, the file removed.  0, or -1 with the reason on
+ * stderr.  *out is new (lokr_base_free). */
+static inline int base_from_specs(const lokr_st_spec *specs, size_t n, lokr_base **out)
+{
+	char path[] = "/tmp/lokr-unit-base-XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	lokr_error err = {0};
+	int rc = lokr_st_write_file(path, specs, n, NULL, NULL, 0, &err);
+	if (rc == 0) {
+		const char *paths[] = {path};
+		rc = lokr_base_load(paths, 1, out, &err);
+	}
+	unlink(path);
+	if (rc) {
+		fprintf(stderr, "setup: %s\n", err.msg);
+		return -1;
+	}
+	return 0;
 }
 
 #endif
