@@ -30,33 +30,8 @@
 
 #include "internal.h"
 
-#ifndef SRCDIR
-#define SRCDIR "."
-#endif
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_adapter: property failed: %s (line %d)\n", #cond,    \
-			        __LINE__);                                                         \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
-static lokr_base *base;
-
-static void load_base(void)
-{
-	if (base)
-		return;
-	const char *env = getenv("LOKR_FUZZ_BASE");
-	const char *path = env ? env : SRCDIR "/tests/data/fixtures/base.safetensors";
-	lokr_error e = {0};
-	if (lokr_base_load(&path, 1, &base, &e)) {
-		fprintf(stderr, "fuzz_adapter: cannot load the base %s: %s\n", path, e.msg);
-		exit(2);
-	}
-}
+#define FUZZ_NAME "fuzz_adapter"
+#include "fuzz_common.h"
 
 /* Compare lokr_apply_linear with x W'^T + b from the merged weight. */
 static void check_linear(const lokr_adapter *a, const lokr_module *m, const float *merged)

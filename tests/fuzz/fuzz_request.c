@@ -24,33 +24,10 @@
 #include "registry.h"
 #include "tensor_json.h"
 
-#ifndef SRCDIR
-#define SRCDIR "."
-#endif
+#define FUZZ_NAME "fuzz_request"
+#include "fuzz_common.h"
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_request: property failed: %s (line %d)\n", #cond,    \
-			        __LINE__);                                                         \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
-static lokr_base *base;
 static const lokrd_apply_limits lim = {4096, 64, 4, 16};
-
-static void load_base(void)
-{
-	if (base)
-		return;
-	const char *path = SRCDIR "/tests/data/fixtures/base.safetensors";
-	lokr_error e = {0};
-	if (lokr_base_load(&path, 1, &base, &e)) {
-		fprintf(stderr, "fuzz_request: cannot load the base %s: %s\n", path, e.msg);
-		exit(2);
-	}
-}
 
 static void check_roundtrip(const lokrd_apply_job *j)
 {
